@@ -1,0 +1,125 @@
+"""GuardConfig: what to corrupt, where and how hard; saved as readable, checksummed JSON (never pickle)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from eco_guard.corruption import CORRUPTIONS, CorruptionParams
+
+CONFIG_NAME = "guard_config.json"
+FORMAT_VERSION = 1
+SCOPES = ("prompt", "spans", "image")
+
+
+class GuardFileError(ValueError):
+    """A guard folder or file is missing, unreadable, of another format version, or was modified after saving."""
+
+
+@dataclass
+class GuardConfig:
+    """How the guard corrupts a flagged request.
+
+    Scopes (any combination): ``prompt``: every prompt token but the last (ECO's default); ``spans``: the tokens of
+    the forget-target names the classifier found (all prompt tokens when none was found); ``image``: the projected
+    image features of a LLaVA-family model.
+    """
+
+    corruption: str = field(default="noise_first_n", metadata={"help": "corruption family (see eco_guard.corruption)"})
+    strength: float = field(default=100.0, metadata={"help": "noise sigma or constant; ignored by zero/flip/permute"})
+    dims: int = field(default=1, metadata={"help": "n (first/random n dimensions) or k (top-k magnitude dimensions)"})
+    scope: tuple[str, ...] = field(default=("prompt",), metadata={"help": f"token scope, any of {SCOPES}"})
+    seed: int = field(default=0, metadata={"help": "seed of the corruption's randomness"})
+    threshold: float | None = field(
+        default=None,
+        metadata={"help": "flag when the classifier's score >= this; None keeps the classifier's calibrated decision"},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scope, str):
+            self.scope = (self.scope,)
+        self.scope = tuple(self.scope)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        if self.corruption not in CORRUPTIONS:
+            raise ValueError(f"unknown corruption {self.corruption!r}; valid names: {', '.join(sorted(CORRUPTIONS))}")
+        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)):
+            raise ValueError(f"strength must be a number, got {self.strength!r}")
+        if not math.isfinite(self.strength) or self.strength < 0:
+            raise ValueError(f"strength must be a finite number >= 0, got {self.strength!r}")
+        if isinstance(self.dims, bool) or not isinstance(self.dims, int) or self.dims < 1:
+            raise ValueError(f"dims must be an integer >= 1, got {self.dims!r}")
+        if not self.scope or any(s not in SCOPES for s in self.scope):
+            raise ValueError(f"scope must be a non-empty combination of {SCOPES}, got {self.scope!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.threshold is not None and not (
+            isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool) and 0 <= self.threshold <= 1
+        ):
+            raise ValueError(f"threshold must lie in [0, 1], got {self.threshold!r}")
+
+    @property
+    def params(self) -> CorruptionParams:
+        return CorruptionParams(strength=float(self.strength), dims=int(self.dims))
+
+    def replace(self, **changes: Any) -> GuardConfig:
+        """A validated copy with some fields changed."""
+        return GuardConfig(**{**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["scope"] = list(self.scope)
+        return data
+
+    # ------------------------------------------------------------ persistence
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``guard_config.json`` (sorted keys, format version, sha256 of the content) into ``directory``."""
+        path = Path(directory) / CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = self.to_dict()
+        document = {"format_version": FORMAT_VERSION, "config": body, "sha256": _digest(body)}
+        path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, verify: bool = True) -> GuardConfig:
+        """Read a saved config. ``verify=False`` accepts a hand-edited file (it is still validated field by field)."""
+        path = Path(directory)
+        path = path / CONFIG_NAME if path.is_dir() else path
+        if not path.is_file():
+            raise GuardFileError(f"no guard config at {path} (expected a folder written by save_pretrained)")
+        try:
+            document = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise GuardFileError(f"{path} is not valid JSON: {err}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+            raise GuardFileError(f"{path} has no 'config' object; not a guard config file")
+        if document.get("format_version") != FORMAT_VERSION:
+            raise GuardFileError(
+                f"{path} has format_version {document.get('format_version')!r}; this eco-guard reads {FORMAT_VERSION}"
+            )
+        body = document["config"]
+        if verify and document.get("sha256") != _digest(body):
+            raise GuardFileError(
+                f"{path} was modified after it was saved (sha256 mismatch); "
+                "load it with verify=False if the edit was intended"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise GuardFileError(f"{path} has unknown config fields {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**body)
+        except (TypeError, ValueError) as err:
+            raise GuardFileError(f"{path}: invalid config: {err}") from None
+
+
+def _digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,500 @@
+"""EcoGuard: corrupt the input embeddings of flagged requests, leave every other request exactly as it was.
+
+The corruption is applied by a forward hook on the model's input-embedding module (and, for LLaVA-family models,
+on the multimodal projector) that lives for one call only and acts only
+
+* in the thread that registered it (concurrent calls on one model never see each other's hooks),
+* once, at prefill (cached decode steps are never touched),
+* on flagged rows, on the configured positions of the prompt, never on padding or answer tokens.
+
+When nothing in a batch is flagged no hook is registered at all: unflagged traffic runs the unwrapped model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eco_guard.config import GuardConfig, GuardFileError
+from eco_guard.corruption import apply_corruption
+from eco_guard.requests import Flag, PromptClassifier, PromptLike, Request, to_request
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIER_DIR = "classifier"
+CLASSIFIER_META = "classifier.json"
+TRUSTED_CLASSIFIER_MODULES = ("classifiers.",)
+
+
+@dataclass
+class EncodedBatch:
+    """Tokenized requests: unpadded ids per row, the rendered prompt, and the image tensors of rows with images."""
+
+    ids: list[torch.Tensor]
+    prompts: list[str]
+    image_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    image_rows: list[int] = field(default_factory=list)
+
+
+@dataclass
+class RowPlan:
+    """Corrupt ``mask`` (bool over a segment) of padded row ``row`` starting at column ``start``."""
+
+    row: int
+    start: int
+    mask: torch.Tensor
+
+
+@dataclass
+class CorruptionPlan:
+    text_rows: list[RowPlan]
+    image_indices: list[int]
+    batch_shape: tuple[int, int]
+
+    def __bool__(self) -> bool:
+        return bool(self.text_rows or self.image_indices)
+
+
+class EcoGuard:
+    """Wrap a Hugging Face causal LM or image-text-to-text model; corrupt flagged requests' embeddings.
+
+    Unknown attributes fall through to the wrapped model, so the guard can stand in for it.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer_or_processor: Any,
+        classifier: PromptClassifier | None = None,
+        config: GuardConfig | None = None,
+    ) -> None:
+        if classifier is not None and not isinstance(classifier, PromptClassifier):
+            raise TypeError("classifier must have a flag(requests) -> list[Flag] method")
+        self.model = model
+        self.processor = tokenizer_or_processor
+        self.tokenizer = getattr(tokenizer_or_processor, "tokenizer", tokenizer_or_processor)
+        self.classifier = classifier
+        self.config = config or GuardConfig()
+        self.multimodal = getattr(model.config, "vision_config", None) is not None
+        self.image_token_id = _image_token_id(model.config) if self.multimodal else None
+        self.pad_token_id = self.tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            self.pad_token_id = self.tokenizer.eos_token_id
+        self.projector = _find_projector(model) if self.multimodal else None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "model":  # not yet set: avoid recursion during unpickling or early errors
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    # ------------------------------------------------------------ decisions
+
+    def decide(self, requests: Sequence[Request], flags: Sequence[bool | Flag] | None = None) -> list[Flag]:
+        """One Flag per request: ``flags`` if given (they override the classifier), else the classifier's verdict
+        (thresholded by ``config.threshold`` when set), else nothing is flagged."""
+        if flags is not None:
+            if len(flags) != len(requests):
+                raise ValueError(f"got {len(flags)} flags for {len(requests)} prompts")
+            return [f if isinstance(f, Flag) else Flag(bool(f), float(bool(f)), "override") for f in flags]
+        if self.classifier is None:
+            return [Flag(False) for _ in requests]
+        verdicts = list(self.classifier.flag(requests))
+        if len(verdicts) != len(requests):
+            raise RuntimeError(f"classifier returned {len(verdicts)} flags for {len(requests)} requests")
+        if self.config.threshold is None:
+            return verdicts
+        return [
+            Flag(v.score >= self.config.threshold, v.score, v.source, v.terms) for v in verdicts
+        ]
+
+    # ------------------------------------------------------------ public calls
+
+    def generate(
+        self,
+        prompts: Sequence[PromptLike],
+        flags: Sequence[bool | Flag] | None = None,
+        *,
+        chat_template: bool | None = None,
+        batch_size: int | None = None,
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Generate an answer per prompt (greedy, 64 new tokens unless told otherwise); flagged prompts corrupted.
+
+        ``chat_template=None`` applies the tokenizer's chat template when it has one (plain text becomes one user
+        turn); ``False`` sends the text as written (benchmark prompts with their own format).
+        """
+        requests = self._requests(prompts)
+        decisions = self.decide(requests, flags)
+        kwargs = {"max_new_tokens": 64, "do_sample": False, "pad_token_id": self.pad_token_id, **generate_kwargs}
+        answers: list[str] = []
+        for lo, hi in _chunks(len(requests), batch_size):
+            batch = self.encode(requests[lo:hi], chat_template=chat_template)
+            inputs = self._collate(batch.ids)
+            inputs.update(batch.image_inputs)
+            plan = self.plan(batch, decisions[lo:hi], inputs["input_ids"].shape)
+            with self.corrupting(plan):
+                out = self.model.generate(**inputs, **kwargs)
+            width = inputs["input_ids"].shape[1]
+            answers += self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        return answers
+
+    @torch.no_grad()
+    def score(
+        self,
+        prompts: Sequence[PromptLike],
+        continuations: Sequence[Sequence[str]],
+        flags: Sequence[bool | Flag] | None = None,
+        *,
+        chat_template: bool | None = None,
+        batch_size: int | None = 16,
+    ) -> list[list[float]]:
+        """Sum of log-probabilities of each candidate continuation given its prompt (e.g. option letters).
+
+        Only prompt tokens are ever corrupted; the continuation is scored as the model reads it.
+        """
+        requests = self._requests(prompts)
+        if len(continuations) != len(requests):
+            raise ValueError(f"got {len(continuations)} continuation lists for {len(requests)} prompts")
+        decisions = self.decide(requests, flags)
+        batch = self.encode(requests, chat_template=chat_template)
+        pairs = []  # (request index, continuation ids)
+        for i, options in enumerate(continuations):
+            if not options:
+                raise ValueError(f"prompt {i} has no continuations to score")
+            for text in options:
+                cont = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+                if cont.numel() == 0:
+                    raise ValueError(f"prompt {i}: empty continuation {text!r}")
+                pairs.append((i, cont))
+        scores: list[float] = []
+        for lo, hi in _chunks(len(pairs), batch_size):
+            chunk = pairs[lo:hi]
+            rows = [torch.cat([batch.ids[i], cont]) for i, cont in chunk]
+            inputs = self._collate(rows)
+            inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            width = inputs["input_ids"].shape[1]
+            sub = EncodedBatch(
+                ids=[batch.ids[i] for i, _ in chunk],
+                prompts=[batch.prompts[i] for i, _ in chunk],
+                image_inputs=_select_images(batch, [i for i, _ in chunk]),
+                image_rows=[r for r, (i, _) in enumerate(chunk) if i in batch.image_rows],
+            )
+            inputs.update(sub.image_inputs)
+            plan = self.plan(sub, [decisions[i] for i, _ in chunk], (len(chunk), width), ends=[c.numel() for _, c in chunk])
+            with self.corrupting(plan):
+                logits = self.model(**inputs).logits.float()
+            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+            for r, (_, cont) in enumerate(chunk):
+                n = cont.numel()
+                positions = torch.arange(width - n - 1, width - 1)
+                scores.append(float(logprobs[r, positions, cont].sum()))
+        out, k = [], 0
+        for options in continuations:
+            out.append(scores[k : k + len(options)])
+            k += len(options)
+        return out
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, flags=None, **kwargs):
+        """The wrapped model's forward; rows flagged in ``flags`` get every non-padding token but the last
+        corrupted (input_ids left-padded)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        flags = [False] * input_ids.shape[0] if flags is None else list(flags)
+        if len(flags) != input_ids.shape[0]:
+            raise ValueError(f"got {len(flags)} flags for a batch of {input_ids.shape[0]}")
+        rows = []
+        width = input_ids.shape[1]
+        if "prompt" in self.config.scope or "spans" in self.config.scope:
+            for r, flagged in enumerate(flags):
+                if bool(flagged):
+                    valid = attention_mask[r].bool().cpu()
+                    start = int((~valid).sum())
+                    mask = valid[start:].clone()
+                    mask[-1] = False
+                    rows.append(RowPlan(r, start, mask))
+        plan = CorruptionPlan(rows, [], (input_ids.shape[0], width))
+        with self.corrupting(plan):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    __call__ = forward
+
+    # ------------------------------------------------------------ encoding
+
+    def _requests(self, prompts: Sequence[PromptLike]) -> list[Request]:
+        if isinstance(prompts, (str, Request)) or (isinstance(prompts, dict)):
+            raise TypeError("prompts must be a list; wrap a single prompt in [ ]")
+        if len(prompts) == 0:
+            raise ValueError("no prompts given")
+        requests = []
+        for i, prompt in enumerate(prompts):
+            try:
+                request = to_request(prompt)
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"prompt {i}: {err}") from None
+            if request.image is not None and not self.multimodal:
+                raise ValueError(f"prompt {i} has an image but {type(self.model).__name__} is a text-only model")
+            requests.append(request)
+        return requests
+
+    def render(self, request: Request, chat_template: bool | None = None) -> str:
+        """The exact prompt string the model reads."""
+        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        image_token = getattr(self.processor, "image_token", "<image>")
+        if request.text is not None and (chat_template is False or (chat_template is None and not template)):
+            text = request.text
+            if request.image is not None and image_token not in text:
+                text = f"{image_token}\n{text}"
+            return text
+        messages = [dict(m) for m in request.messages] or [{"role": "user", "content": request.text}]
+        if request.image is not None and not any(image_token in m["content"] for m in messages):
+            first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+            messages[first_user]["content"] = f"{image_token}\n{messages[first_user]['content']}"
+        if template:
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return "".join(f"{m['role'].upper()}: {m['content']}\n" for m in messages) + "ASSISTANT:"
+
+    def encode(self, requests: Sequence[Request], *, chat_template: bool | None = None) -> EncodedBatch:
+        """Render and tokenize each request on its own (no padding); images through the processor."""
+        prompts = [self.render(r, chat_template) for r in requests]
+        image_rows = [i for i, r in enumerate(requests) if r.image is not None]
+        if not image_rows:
+            ids = [self._tokenize(p)["input_ids"] for p in prompts]
+            return EncodedBatch(ids=[torch.tensor(x, dtype=torch.long) for x in ids], prompts=prompts)
+        images = []
+        for i in image_rows:
+            try:
+                images.append(requests[i].load_image())
+            except (OSError, ValueError) as err:
+                raise type(err)(f"prompt {i}: {err}") from None
+        processed = self.processor(
+            text=prompts, images=images, padding=True, padding_side="left", return_tensors="pt"
+        )
+        mask = processed["attention_mask"].bool()
+        ids = [processed["input_ids"][r][mask[r]] for r in range(len(prompts))]
+        image_inputs = {k: v for k, v in processed.items() if k not in ("input_ids", "attention_mask")}
+        return EncodedBatch(ids=ids, prompts=prompts, image_inputs=image_inputs, image_rows=image_rows)
+
+    def _tokenize(self, prompt: str, **kwargs: Any) -> dict[str, Any]:
+        bos = self.tokenizer.bos_token
+        add_special = not (bos and prompt.startswith(bos))
+        return self.tokenizer(prompt, add_special_tokens=add_special, **kwargs)
+
+    def _collate(self, rows: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Left-pad rows into input_ids / attention_mask on the model's device."""
+        width = max(r.numel() for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - r.numel() :] = r
+            mask[i, width - r.numel() :] = 1
+        device = self.model.device
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+    # ------------------------------------------------------------ planning
+
+    def plan(
+        self,
+        batch: EncodedBatch,
+        decisions: Sequence[Flag],
+        shape: Sequence[int],
+        ends: Sequence[int] | None = None,
+    ) -> CorruptionPlan:
+        """Which positions of which padded rows to corrupt. ``ends[r]`` tokens (scored answers) follow the prompt."""
+        width = int(shape[1])
+        scope = self.config.scope
+        rows, images = [], []
+        for r, flag in enumerate(decisions):
+            if not flag.flagged:
+                continue
+            if "prompt" in scope or "spans" in scope:
+                ids = batch.ids[r]
+                start = width - ids.numel() - (ends[r] if ends else 0)
+                rows.append(RowPlan(r, start, self.prompt_mask(batch.prompts[r], ids, flag.terms)))
+            if "image" in scope and r in batch.image_rows:
+                images.append(batch.image_rows.index(r))
+        return CorruptionPlan(rows, images, (len(decisions), width))
+
+    def prompt_mask(self, prompt: str, ids: torch.Tensor, terms: Sequence[str] = ()) -> torch.Tensor:
+        """Bool mask over one unpadded prompt: all tokens but the last (scope ``prompt``), or only the tokens of
+        ``terms`` (scope ``spans``; all tokens but the last when none is found). Image tokens are never included:
+        their embeddings are replaced by image features (scope ``image`` corrupts those)."""
+        base = torch.ones(ids.numel(), dtype=torch.bool)
+        base[-1] = False
+        if self.image_token_id is not None:
+            base &= ids != self.image_token_id
+        if "prompt" in self.config.scope or not terms:
+            return base
+        spans = self.term_mask(prompt, ids, terms)
+        if spans is None or not (spans & base).any():
+            return base
+        return spans & base
+
+    def term_mask(self, prompt: str, ids: torch.Tensor, terms: Sequence[str]) -> torch.Tensor | None:
+        """Tokens overlapping any occurrence of ``terms`` in ``prompt``, through the offsets of the very token ids
+        the model receives (None if a fresh tokenization would not reproduce those ids)."""
+        text = prompt
+        if self.image_token_id is not None:
+            n_image = int((ids == self.image_token_id).sum())
+            image_token = getattr(self.processor, "image_token", "<image>")
+            if n_image and text.count(image_token):
+                text = text.replace(image_token, image_token * (n_image // text.count(image_token)))
+        enc = self._tokenize(text, return_offsets_mapping=True)
+        if list(enc["input_ids"]) != ids.tolist():
+            logger.warning("span mask: re-tokenization does not match the model input; corrupting all tokens")
+            return None
+        lowered = text.lower()
+        spans = []
+        for term in terms:
+            t = term.lower().strip()
+            start = lowered.find(t) if t else -1
+            while start >= 0:
+                spans.append((start, start + len(t)))
+                start = lowered.find(t, start + 1)
+        mask = torch.zeros(ids.numel(), dtype=torch.bool)
+        for k, (a, b) in enumerate(enc["offset_mapping"]):
+            mask[k] = b > a and any(a < e and s < b for s, e in spans)
+        return mask
+
+    # ------------------------------------------------------------ hooks
+
+    @contextlib.contextmanager
+    def corrupting(self, plan: CorruptionPlan) -> Iterator[None]:
+        """Hooks that apply ``plan`` at the next prefill of this thread, removed on exit (also on error)."""
+        if not plan:
+            yield
+            return
+        owner = threading.get_ident()
+        handles = []
+        try:
+            if plan.text_rows:
+                state = {"done": False}
+
+                def text_hook(module, args, output):
+                    if state["done"] or threading.get_ident() != owner or tuple(output.shape[:2]) != plan.batch_shape:
+                        return None
+                    state["done"] = True
+                    return self._corrupt_rows(output, plan.text_rows)
+
+                handles.append(self.model.get_input_embeddings().register_forward_hook(text_hook))
+            if plan.image_indices:
+                if self.projector is None:
+                    raise RuntimeError(f"{type(self.model).__name__} has no multimodal projector to hook")
+                image_state = {"done": False}
+
+                def image_hook(module, args, output):
+                    if image_state["done"] or threading.get_ident() != owner:
+                        return None
+                    image_state["done"] = True
+                    return self._corrupt_images(output, plan.image_indices)
+
+                handles.append(self.projector.register_forward_hook(image_hook))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _corrupt_rows(self, embeds: torch.Tensor, rows: Sequence[RowPlan]) -> torch.Tensor:
+        out = embeds.clone()
+        cfg = self.config
+        for p in rows:
+            stop = p.start + p.mask.numel()
+            segment = embeds[p.row : p.row + 1, p.start : stop]
+            out[p.row, p.start : stop] = apply_corruption(cfg.corruption, segment, p.mask[None], cfg.params, cfg.seed)[0]
+        return out
+
+    def _corrupt_images(self, features: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+        cfg = self.config
+        out = features.clone()
+        for i in indices:
+            feat = features[i : i + 1].reshape(1, -1, features.shape[-1])
+            mask = torch.ones(feat.shape[:2], dtype=torch.bool)
+            out[i] = apply_corruption(cfg.corruption, feat, mask, cfg.params, cfg.seed).reshape(features[i].shape)
+        return out
+
+    # ------------------------------------------------------------ persistence
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the config (and the classifier, when it can save itself) into ``directory``."""
+        directory = Path(directory)
+        self.config.save_pretrained(directory)
+        if self.classifier is not None and hasattr(self.classifier, "save_pretrained"):
+            self.classifier.save_pretrained(directory / CLASSIFIER_DIR)
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        model: Any,
+        tokenizer_or_processor: Any,
+        classifier: PromptClassifier | None = None,
+    ) -> EcoGuard:
+        """Load a guard folder onto ``model``; its classifier too, unless one is given."""
+        config = GuardConfig.from_pretrained(directory)
+        if classifier is None:
+            classifier = load_classifier(directory)
+        return cls(model, tokenizer_or_processor, classifier=classifier, config=config)
+
+
+def load_classifier(directory: str | Path) -> PromptClassifier | None:
+    """The classifier saved in ``directory/classifier`` (None when there is none).
+
+    Its metadata names a class; only classes from trusted modules (the project's ``classifiers`` package) are
+    imported, and they load from JSON + safetensors, so a guard folder never executes code of its own.
+    """
+    folder = Path(directory) / CLASSIFIER_DIR
+    meta_path = folder / CLASSIFIER_META
+    if not meta_path.is_file():
+        return None
+    try:
+        target = json.loads(meta_path.read_text())["class"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise GuardFileError(f"{meta_path} is not a valid classifier description: {err}") from None
+    module_name, _, class_name = str(target).rpartition(".")
+    if not module_name.startswith(TRUSTED_CLASSIFIER_MODULES):
+        raise GuardFileError(f"{meta_path} names {target!r}, outside the trusted modules {TRUSTED_CLASSIFIER_MODULES}")
+    try:
+        loader = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise GuardFileError(f"{meta_path}: cannot import {target!r}: {err}") from None
+    return loader.from_pretrained(folder)
+
+
+def _chunks(n: int, size: int | None) -> Iterator[tuple[int, int]]:
+    size = n if not size or size <= 0 else size
+    for lo in range(0, n, size):
+        yield lo, min(n, lo + size)
+
+
+def _select_images(batch: EncodedBatch, request_rows: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The image tensors for a list of request rows (repeats allowed), in row order."""
+    picks = [batch.image_rows.index(i) for i in request_rows if i in batch.image_rows]
+    if not picks:
+        return {}
+    index = torch.tensor(picks)
+    return {k: v[index] for k, v in batch.image_inputs.items() if isinstance(v, torch.Tensor)}
+
+
+def _image_token_id(config: Any) -> int | None:
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def _find_projector(model: Any) -> Any:
+    for owner in (model, getattr(model, "model", None)):
+        projector = getattr(owner, "multi_modal_projector", None)
+        if projector is not None:
+            return projector
+    return None

