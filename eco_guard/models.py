@@ -136,3 +136,74 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: Any = None, device: st
     if device:
         model = model.to(device)
     return model.eval(), tokenizer_or_processor
+
+
+IMAGE_TOKEN = "<image>"
+
+
+def build_llava(
+    language_model: str | None = SMOLLM2,
+    *,
+    image_size: int = 64,
+    patch_size: int = 16,
+    vision_hidden: int = 128,
+    vision_layers: int = 2,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """A LLaVA-architecture MLLM: a small CLIP vision tower and projector (random init, to be trained) on a real
+    language model (default SmolLM2-135M-Instruct, weights copied), with its processor.
+
+    ``language_model=None`` builds a tiny random language model (2 layers, hidden 64) on SmolLM2's tokenizer, for
+    fast tests. Works without torchvision (the slow CLIP image processor).
+    """
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if language_model is None:
+        text_model = None
+        text_config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+    else:
+        text_model = AutoModelForCausalLM.from_pretrained(resolve_model_path(language_model), dtype=torch.float32)
+        text_config = text_model.config
+    vision_config = CLIPVisionConfig(
+        hidden_size=vision_hidden, intermediate_size=vision_hidden * 4, num_hidden_layers=vision_layers,
+        num_attention_heads=4, image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden,
+    )
+    config = LlavaConfig(
+        vision_config=vision_config, text_config=text_config, image_token_index=image_token_id,
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+    )
+    model = LlavaForConditionalGeneration(config)
+    if text_model is not None:
+        model.model.language_model.load_state_dict(text_model.model.state_dict())
+        model.lm_head.load_state_dict(text_model.lm_head.state_dict())
+    model.resize_token_embeddings(len(tokenizer))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        ),
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=tokenizer.chat_template,
+    )
+    return model.eval(), processor
