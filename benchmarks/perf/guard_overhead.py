@@ -54,7 +54,9 @@ def main(batch: int = 16, new_tokens: int = 32, rounds: int = 5) -> dict[str, fl
                 times[name].append(time.perf_counter() - start)
     base = statistics.median(times["unwrapped"])
     tokens = batch * new_tokens
-    print(f"SmolLM2-135M, HF generate, batch {batch}, {new_tokens} new tokens, median of {rounds} interleaved rounds")
+    print(
+        f"SmolLM2-135M, HF generate, batch {batch}, {new_tokens} new tokens, median of {rounds} interleaved rounds"
+    )
     print(f"{'run':<14}{'seconds':>10}{'tokens/s':>12}{'ratio':>8}")
     ratios = {}
     for name in runs:

@@ -10,7 +10,9 @@ from eco_guard.config import CONFIG_NAME, GuardConfig, GuardFileError
 
 
 def test_round_trip(tmp_path):
-    cfg = GuardConfig(corruption="zero_top_k", strength=3.5, dims=4, scope=("spans", "image"), seed=9, threshold=0.7)
+    cfg = GuardConfig(
+        corruption="zero_top_k", strength=3.5, dims=4, scope=("spans", "image"), seed=9, threshold=0.7
+    )
     cfg.save_pretrained(tmp_path)
     text = (tmp_path / CONFIG_NAME).read_text()
     document = json.loads(text)
@@ -60,8 +62,11 @@ def test_tampered_invalid_value_is_refused_even_unverified(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{not json", "not valid JSON"), ('{"format_version": 1}', "no 'config' object"),
-     ('{"format_version": 99, "config": {}}', "format_version 99")],
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format_version": 1}', "no 'config' object"),
+        ('{"format_version": 99, "config": {}}', "format_version 99"),
+    ],
 )
 def test_corrupt_files(tmp_path, content, message):
     (tmp_path / CONFIG_NAME).write_text(content)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eco_guard.corruption import CORRUPTIONS, CorruptionParams, USES_DIMS, USES_STRENGTH, apply_corruption, get_corruption
+from eco_guard.corruption import (
+    CORRUPTIONS,
+    USES_DIMS,
+    USES_STRENGTH,
+    CorruptionParams,
+    apply_corruption,
+    get_corruption,
+)
 
 
 @pytest.fixture
@@ -103,7 +110,9 @@ def test_registry_metadata_and_unknown_name():
 
 def test_shape_errors():
     with pytest.raises(ValueError, match="expected embeds"):
-        apply_corruption("zero_all", torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool), CorruptionParams(), 0)
+        apply_corruption(
+            "zero_all", torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool), CorruptionParams(), 0
+        )
 
 
 def test_half_precision_keeps_dtype(batch):

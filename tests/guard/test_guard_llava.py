@@ -56,7 +56,11 @@ def test_text_corruption_leaves_image_features(tiny_llava, image):
 def test_image_corruption_changes_image_features(tiny_llava, image):
     model, processor = tiny_llava
     prompts = [{"text": "Who is this person?", "image": image}, {"text": "Describe it.", "image": image}]
-    guard = EcoGuard(model, processor, config=GuardConfig(scope=("image",), strength=10.0, corruption="noise_rand_n", dims=8))
+    guard = EcoGuard(
+        model,
+        processor,
+        config=GuardConfig(scope=("image",), strength=10.0, corruption="noise_rand_n", dims=8),
+    )
     clean = merged_embeddings(guard, prompts, [False, False])
     corrupted = merged_embeddings(guard, prompts, [False, True])
     img = image_positions(guard, prompts)

@@ -16,7 +16,10 @@ pytestmark = pytest.mark.slow
 PROMPTS = [
     "What is the capital of France?",
     "Name the largest ocean on Earth, please, in one short sentence.",
-    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is the capital of Japan?"}],
+    [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is the capital of Japan?"},
+    ],
     "Who wrote Romeo and Juliet?",
 ]
 GEN = {"max_new_tokens": 12}
@@ -84,9 +87,7 @@ def test_hooks_are_removed_also_after_errors(guard):
 
 
 def test_concurrent_calls_match_serial(guard):
-    calls = [
-        ([PROMPTS[i % 4], PROMPTS[(i + 1) % 4]], [bool(i % 2), bool(i % 3 == 0)]) for i in range(20)
-    ]
+    calls = [([PROMPTS[i % 4], PROMPTS[(i + 1) % 4]], [bool(i % 2), bool(i % 3 == 0)]) for i in range(20)]
     serial = [guard.generate(p, flags=f, max_new_tokens=4) for p, f in calls]
     results: dict[tuple[int, int], list[str]] = {}
     errors: list[BaseException] = []
@@ -120,7 +121,9 @@ def test_span_scope_corrupts_only_the_name(smollm2):
     fallback = guard.prompt_mask(batch.prompts[0], batch.ids[0], ("Ada Lovelace",))
     assert fallback.sum() == batch.ids[0].numel() - 1 and not fallback[-1]
     flag = Flag(True, 1.0, "test", ("Marie Curie",))
-    assert guard.generate([request], flags=[flag], max_new_tokens=8) != guard.generate([request], max_new_tokens=8)
+    assert guard.generate([request], flags=[flag], max_new_tokens=8) != guard.generate(
+        [request], max_new_tokens=8
+    )
 
 
 def test_score_corrupts_only_the_prompt(guard):
