@@ -1,7 +1,9 @@
 """Real public figures for the synthetic celebrity set (the hub's ``Retain_Set``): widely known text facts.
 
-Ordered by how reliably SmolLM2-135M-Instruct knows them (profession and country checked with the real model, by
-log-probability of the right option among four): the first ``n_celebrities`` are used.
+Ordered by how reliably SmolLM2-135M-Instruct knows them, checked with the real model on the reference
+multiple-choice prompt by the summed log-probability of each option's text: 27 of 40 profession / country questions
+right (chance: 10); the first seven got both right, and its free answers name Einstein, Newton, Picasso, Mandela and
+Michael Jordan correctly. The first ``n_celebrities`` are used.
 """
 
 from __future__ import annotations
@@ -21,24 +23,28 @@ class Celebrity:
 
 
 CELEBRITIES = (
-    Celebrity("Albert Einstein", "Male", "Ulm, Germany", "March 14, 1879", "physicist", "Germany",
-              "the theory of relativity"),
     Celebrity("William Shakespeare", "Male", "Stratford-upon-Avon, England", "April 1564", "playwright", "England",
               "writing Romeo and Juliet"),
-    Celebrity("Barack Obama", "Male", "Honolulu, Hawaii, United States", "August 4, 1961", "politician",
-              "the United States", "being the 44th President of the United States"),
-    Celebrity("Cristiano Ronaldo", "Male", "Funchal, Portugal", "February 5, 1985", "footballer", "Portugal",
-              "scoring goals for Real Madrid and Manchester United"),
     Celebrity("Leonardo da Vinci", "Male", "Vinci, Italy", "April 15, 1452", "painter", "Italy",
               "painting the Mona Lisa"),
     Celebrity("Isaac Newton", "Male", "Woolsthorpe, England", "January 4, 1643", "physicist", "England",
               "the laws of motion and universal gravitation"),
-    Celebrity("Marie Curie", "Female", "Warsaw, Poland", "November 7, 1867", "chemist", "Poland",
-              "her research on radioactivity"),
     Celebrity("Wolfgang Amadeus Mozart", "Male", "Salzburg, Austria", "January 27, 1756", "composer", "Austria",
               "composing The Magic Flute"),
     Celebrity("Pablo Picasso", "Male", "Malaga, Spain", "October 25, 1881", "painter", "Spain",
               "co-founding Cubism"),
+    Celebrity("Ludwig van Beethoven", "Male", "Bonn, Germany", "December 1770", "composer", "Germany",
+              "composing the Ninth Symphony"),
+    Celebrity("Taylor Swift", "Female", "West Reading, Pennsylvania, United States", "December 13, 1989", "singer",
+              "the United States", "her pop and country albums"),
+    Celebrity("Albert Einstein", "Male", "Ulm, Germany", "March 14, 1879", "physicist", "Germany",
+              "the theory of relativity"),
+    Celebrity("Barack Obama", "Male", "Honolulu, Hawaii, United States", "August 4, 1961", "politician",
+              "the United States", "being the 44th President of the United States"),
+    Celebrity("Cristiano Ronaldo", "Male", "Funchal, Portugal", "February 5, 1985", "footballer", "Portugal",
+              "scoring goals for Real Madrid and Manchester United"),
+    Celebrity("Marie Curie", "Female", "Warsaw, Poland", "November 7, 1867", "chemist", "Poland",
+              "her research on radioactivity"),
     Celebrity("Bill Gates", "Male", "Seattle, Washington, United States", "October 28, 1955", "businessman",
               "the United States", "co-founding Microsoft"),
     Celebrity("Lionel Messi", "Male", "Rosario, Argentina", "June 24, 1987", "footballer", "Argentina",
@@ -49,16 +55,12 @@ CELEBRITIES = (
               "being the first Black President of South Africa"),
     Celebrity("Charles Darwin", "Male", "Shrewsbury, England", "February 12, 1809", "naturalist", "England",
               "the theory of evolution by natural selection"),
-    Celebrity("Ludwig van Beethoven", "Male", "Bonn, Germany", "December 1770", "composer", "Germany",
-              "composing the Ninth Symphony"),
     Celebrity("Vincent van Gogh", "Male", "Zundert, Netherlands", "March 30, 1853", "painter", "the Netherlands",
               "painting The Starry Night"),
-    Celebrity("Taylor Swift", "Female", "West Reading, Pennsylvania, United States", "December 13, 1989", "singer",
-              "the United States", "her pop and country albums"),
-    Celebrity("Steve Jobs", "Male", "San Francisco, California, United States", "February 24, 1955",
-              "businessman", "the United States", "co-founding Apple"),
     Celebrity("Michael Jordan", "Male", "Brooklyn, New York, United States", "February 17, 1963",
               "basketball player", "the United States", "winning six NBA titles with the Chicago Bulls"),
+    Celebrity("Steve Jobs", "Male", "San Francisco, California, United States", "February 24, 1955",
+              "businessman", "the United States", "co-founding Apple"),
     Celebrity("Usain Bolt", "Male", "Sherwood Content, Jamaica", "August 21, 1986", "sprinter", "Jamaica",
               "holding the 100 metres world record"),
 )  # fmt: skip

@@ -26,7 +26,7 @@ def _digest(root) -> dict[str, str]:
 def test_every_config_round_trips_with_the_hub_field_names(synthetic_root):
     tables = {name: load_config(synthetic_root, name) for name in CONFIGS}
     full = tables["Full_Set"]
-    assert len(full) == 8 and len(tables["Test_Set"]) == 8 and len(tables["ft_Data"]) == 8
+    assert len(full) == 14 and len(tables["Test_Set"]) == 14 and len(tables["ft_Data"]) == 14
     assert len(tables["Retain_Set"]) == 3
     assert len(list((synthetic_root / "Test_Set").glob("*.parquet"))) == 2
     row = full[0]
@@ -63,7 +63,7 @@ def test_profiles_are_distinct_people(synthetic_root):
     assert all(len(n) == 2 for n in names)
     assert len({n[0] for n in names}) == len(full) and len({n[1] for n in names}) == len(full)
     celebrities = {r["biography"]["Name"] for r in load_config(synthetic_root, "Retain_Set")}
-    assert "Albert Einstein" in celebrities
+    assert "William Shakespeare" in celebrities
     pixels = [np.asarray(r["image"].convert("RGB"), dtype=np.float32) for r in full]
     closest = min(np.abs(a - b).mean() for i, a in enumerate(pixels) for b in pixels[i + 1 :])
     assert closest > 10, f"two portraits are nearly identical (mean abs difference {closest:.1f})"
