@@ -12,6 +12,7 @@ batched forward pass under new settings (generation metrics run one batched ``ge
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
@@ -104,7 +105,7 @@ class ChoiceAccuracy(Metric):
 
     def __call__(self) -> float:
         scores = self.guard.score_prepared(self.batch)
-        hits = [int(np.argmax(s)) == it.correct for s, it in zip(scores, self.items)]
+        hits = [int(np.argmax(s)) == it.correct for s, it in zip(scores, self.items, strict=True)]
         return float(np.mean(hits))
 
 
@@ -130,7 +131,7 @@ class AnswerLogLikelihood(Metric):
 
     def __call__(self) -> float:
         scores = self.guard.score_prepared(self.batch)
-        return float(np.mean([s[0] / n[0] for s, n in zip(scores, self.batch.lengths)]))
+        return float(np.mean([s[0] / n[0] for s, n in zip(scores, self.batch.lengths, strict=True)]))
 
 
 class GenerationRougeL(Metric):
@@ -167,7 +168,7 @@ class GenerationRougeL(Metric):
         )
 
     def __call__(self) -> float:
-        pairs = zip(self.items, self.answers())
+        pairs = zip(self.items, self.answers(), strict=True)
         return float(np.mean([self.scorer.score(it.answer, out)["rougeL"].fmeasure for it, out in pairs]))
 
 
@@ -246,7 +247,7 @@ class FluencyPenalty:
             [self.prompts[i] for i in keep], [[answers[i]] for i in keep], chat_template=self.chat_template
         )
         scores = self.guard.score_prepared(batch)
-        return float(np.mean([s[0] / n[0] for s, n in zip(scores, batch.lengths)]))
+        return float(np.mean([s[0] / n[0] for s, n in zip(scores, batch.lengths, strict=True)]))
 
     def __call__(self) -> float:
         gap = self.baseline - self.fluency(flagged=True)
@@ -414,28 +415,27 @@ def search(
 
     opt = make_optimizer(optimizer, parametrization, budget)
     trace: list[Evaluation] = []
-    handle = None
-    if trace_path is not None:
-        Path(trace_path).parent.mkdir(parents=True, exist_ok=True)
-        handle = Path(trace_path).open("w")
-    try:
-        with tqdm(total=budget, desc=f"optimize ({optimizer})", disable=not progress, leave=False) as bar:
-            for _ in range(budget):
-                candidate = opt.ask()
-                evaluation = objective(dict(candidate.value))
-                evaluation.step = len(trace)
-                opt.tell(candidate, evaluation.objective)
-                trace.append(evaluation)
-                if handle is not None:
-                    handle.write(evaluation.to_json() + "\n")
-                    handle.flush()
-                bar.update(1)
-                bar.set_postfix(metric=f"{evaluation.metric:.4g}", objective=f"{evaluation.objective:.4g}")
-                if evaluation.objective <= tolerance:
-                    break
-    finally:
-        if handle is not None:
-            handle.close()
+    with contextlib.ExitStack() as stack:
+        handle = None
+        if trace_path is not None:
+            Path(trace_path).parent.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(Path(trace_path).open("w"))
+        bar = stack.enter_context(
+            tqdm(total=budget, desc=f"optimize ({optimizer})", disable=not progress, leave=False)
+        )
+        for _ in range(budget):
+            candidate = opt.ask()
+            evaluation = objective(dict(candidate.value))
+            evaluation.step = len(trace)
+            opt.tell(candidate, evaluation.objective)
+            trace.append(evaluation)
+            if handle is not None:
+                handle.write(evaluation.to_json() + "\n")
+                handle.flush()
+            bar.update(1)
+            bar.set_postfix(metric=f"{evaluation.metric:.4g}", objective=f"{evaluation.objective:.4g}")
+            if evaluation.objective <= tolerance:
+                break
     best = min(trace, key=lambda e: (e.objective, e.params.get("strength", 0.0), e.step))
     return best, trace, best.objective <= tolerance
 
