@@ -137,7 +137,7 @@ def multi_turn(question: str, name: str, rng: np.random.Generator) -> dict[str, 
 
 
 def buried(question: str, name: str, rng: np.random.Generator) -> str:
-    return f"{filler(480, rng)}\n\n{_named(question, name)}"
+    return f"{filler(560, rng)}\n\n{_named(question, name)}"
 
 
 def partial_name(question: str, name: str, rng: np.random.Generator) -> str:
