@@ -17,7 +17,7 @@ import importlib
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,9 +112,7 @@ class EcoGuard:
             raise RuntimeError(f"classifier returned {len(verdicts)} flags for {len(requests)} requests")
         if self.config.threshold is None:
             return verdicts
-        return [
-            Flag(v.score >= self.config.threshold, v.score, v.source, v.terms) for v in verdicts
-        ]
+        return [Flag(v.score >= self.config.threshold, v.score, v.source, v.terms) for v in verdicts]
 
     # ------------------------------------------------------------ public calls
 
@@ -134,7 +132,12 @@ class EcoGuard:
         """
         requests = self._requests(prompts)
         decisions = self.decide(requests, flags)
-        kwargs = {"max_new_tokens": 64, "do_sample": False, "pad_token_id": self.pad_token_id, **generate_kwargs}
+        kwargs = {
+            "max_new_tokens": 64,
+            "do_sample": False,
+            "pad_token_id": self.pad_token_id,
+            **generate_kwargs,
+        }
         answers: list[str] = []
         for lo, hi in _chunks(len(requests), batch_size):
             batch = self.encode(requests[lo:hi], chat_template=chat_template)
@@ -189,7 +192,9 @@ class EcoGuard:
                 image_rows=[r for r, (i, _) in enumerate(chunk) if i in batch.image_rows],
             )
             inputs.update(sub.image_inputs)
-            plan = self.plan(sub, [decisions[i] for i, _ in chunk], (len(chunk), width), ends=[c.numel() for _, c in chunk])
+            plan = self.plan(
+                sub, [decisions[i] for i, _ in chunk], (len(chunk), width), ends=[c.numel() for _, c in chunk]
+            )
             with self.corrupting(plan):
                 logits = self.model(**inputs).logits.float()
             logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
@@ -203,7 +208,9 @@ class EcoGuard:
             k += len(options)
         return out
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, flags=None, **kwargs):
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, flags=None, **kwargs
+    ):
         """The wrapped model's forward; rows flagged in ``flags`` get every non-padding token but the last
         corrupted (input_ids left-padded)."""
         if attention_mask is None:
@@ -230,7 +237,7 @@ class EcoGuard:
     # ------------------------------------------------------------ encoding
 
     def _requests(self, prompts: Sequence[PromptLike]) -> list[Request]:
-        if isinstance(prompts, (str, Request)) or (isinstance(prompts, dict)):
+        if isinstance(prompts, (str, Request, Mapping)):
             raise TypeError("prompts must be a list; wrap a single prompt in [ ]")
         if len(prompts) == 0:
             raise ValueError("no prompts given")
@@ -241,13 +248,17 @@ class EcoGuard:
             except (ValueError, TypeError) as err:
                 raise type(err)(f"prompt {i}: {err}") from None
             if request.image is not None and not self.multimodal:
-                raise ValueError(f"prompt {i} has an image but {type(self.model).__name__} is a text-only model")
+                raise ValueError(
+                    f"prompt {i} has an image but {type(self.model).__name__} is a text-only model"
+                )
             requests.append(request)
         return requests
 
     def render(self, request: Request, chat_template: bool | None = None) -> str:
         """The exact prompt string the model reads."""
-        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        template = getattr(self.processor, "chat_template", None) or getattr(
+            self.tokenizer, "chat_template", None
+        )
         image_token = getattr(self.processor, "image_token", "<image>")
         if request.text is not None and (chat_template is False or (chat_template is None and not template)):
             text = request.text
@@ -379,7 +390,11 @@ class EcoGuard:
                 state = {"done": False}
 
                 def text_hook(module, args, output):
-                    if state["done"] or threading.get_ident() != owner or tuple(output.shape[:2]) != plan.batch_shape:
+                    if (
+                        state["done"]
+                        or threading.get_ident() != owner
+                        or tuple(output.shape[:2]) != plan.batch_shape
+                    ):
                         return None
                     state["done"] = True
                     return self._corrupt_rows(output, plan.text_rows)
@@ -408,7 +423,9 @@ class EcoGuard:
         for p in rows:
             stop = p.start + p.mask.numel()
             segment = embeds[p.row : p.row + 1, p.start : stop]
-            out[p.row, p.start : stop] = apply_corruption(cfg.corruption, segment, p.mask[None], cfg.params, cfg.seed)[0]
+            out[p.row, p.start : stop] = apply_corruption(
+                cfg.corruption, segment, p.mask[None], cfg.params, cfg.seed
+            )[0]
         return out
 
     def _corrupt_images(self, features: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
@@ -417,7 +434,9 @@ class EcoGuard:
         for i in indices:
             feat = features[i : i + 1].reshape(1, -1, features.shape[-1])
             mask = torch.ones(feat.shape[:2], dtype=torch.bool)
-            out[i] = apply_corruption(cfg.corruption, feat, mask, cfg.params, cfg.seed).reshape(features[i].shape)
+            out[i] = apply_corruption(cfg.corruption, feat, mask, cfg.params, cfg.seed).reshape(
+                features[i].shape
+            )
         return out
 
     # ------------------------------------------------------------ persistence
@@ -461,7 +480,9 @@ def load_classifier(directory: str | Path) -> PromptClassifier | None:
         raise GuardFileError(f"{meta_path} is not a valid classifier description: {err}") from None
     module_name, _, class_name = str(target).rpartition(".")
     if not module_name.startswith(TRUSTED_CLASSIFIER_MODULES):
-        raise GuardFileError(f"{meta_path} names {target!r}, outside the trusted modules {TRUSTED_CLASSIFIER_MODULES}")
+        raise GuardFileError(
+            f"{meta_path} names {target!r}, outside the trusted modules {TRUSTED_CLASSIFIER_MODULES}"
+        )
     try:
         loader = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
