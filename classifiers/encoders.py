@@ -10,7 +10,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class SentenceEncoder:
@@ -29,7 +29,7 @@ class SentenceEncoder:
         overlap: int = 32,
         batch_size: int = 64,
         chunk_size: int = 1024,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -54,7 +54,7 @@ class SentenceEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(f"{name_or_path}: a fast tokenizer is needed to read long prompts in windows")
-        self.model = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+        self.model = AutoModel.from_pretrained(path, dtype=getattr(torch, resolve_dtype(dtype))).eval()
         limit = getattr(self.model.config, "max_position_embeddings", window)
         if window > limit:
             raise ValueError(f"window {window} exceeds the encoder's {limit} positions")
@@ -129,6 +129,20 @@ class SentenceEncoder:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[rows] = pooled.numpy()
         return out, owner
+
+
+def resolve_dtype(dtype: str) -> str:
+    """``auto``: bfloat16 where the CPU computes it natively (AMX or AVX512-BF16, ~3x faster than float32), else
+    float32 (emulated bfloat16 is several times slower); on a GPU, bfloat16."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16"
+    cpu = torch.cpu
+    native = any(getattr(cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return "bfloat16" if native else "float32"
 
 
 def max_by_owner(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:

@@ -41,7 +41,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         window: int = 128,
         overlap: int = 32,
         batch_size: int = 64,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         random_state: int = 0,
     ) -> None:
         self.encoder = encoder

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,6 @@ def profiles_from_mllmu(root: Path, forget: str, retain: str) -> tuple[list, lis
     """Forget, retain and celebrity profiles: Full_Set questions and images, with Test_Set paraphrases and
     transformed images as held-out material."""
     from benchmarks.mllmu.loader import load_config
-
     from classifiers.training import Profile
 
     def ids(config: str) -> set[str]:
@@ -117,12 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {args.fpr}")
-    retain = args.retain
-    if retain is None:
-        match = re.fullmatch(r"forget_(\d+)", args.forget)
-        if not match:
-            raise ValueError(f"cannot derive the retain split of {args.forget!r}; pass --retain")
-        retain = f"retain_{100 - int(match.group(1))}"
+    from benchmarks.mllmu.loader import retain_split
+
+    retain = args.retain or retain_split(args.forget)
     forget_people, retain_people, celebrities = profiles_from_mllmu(args.data, args.forget, retain)
     encoder = None
     if not args.no_image:
