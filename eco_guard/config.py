@@ -29,14 +29,22 @@ class GuardConfig:
     image features of a LLaVA-family model.
     """
 
-    corruption: str = field(default="noise_first_n", metadata={"help": "corruption family (see eco_guard.corruption)"})
-    strength: float = field(default=100.0, metadata={"help": "noise sigma or constant; ignored by zero/flip/permute"})
-    dims: int = field(default=1, metadata={"help": "n (first/random n dimensions) or k (top-k magnitude dimensions)"})
+    corruption: str = field(
+        default="noise_first_n", metadata={"help": "corruption family (see eco_guard.corruption)"}
+    )
+    strength: float = field(
+        default=100.0, metadata={"help": "noise sigma or constant; ignored by zero/flip/permute"}
+    )
+    dims: int = field(
+        default=1, metadata={"help": "n (first/random n dimensions) or k (top-k magnitude dimensions)"}
+    )
     scope: tuple[str, ...] = field(default=("prompt",), metadata={"help": f"token scope, any of {SCOPES}"})
     seed: int = field(default=0, metadata={"help": "seed of the corruption's randomness"})
     threshold: float | None = field(
         default=None,
-        metadata={"help": "flag when the classifier's score >= this; None keeps the classifier's calibrated decision"},
+        metadata={
+            "help": "flag when the classifier's score >= this; None keeps the classifier's calibrated decision"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -48,7 +56,9 @@ class GuardConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         if self.corruption not in CORRUPTIONS:
-            raise ValueError(f"unknown corruption {self.corruption!r}; valid names: {', '.join(sorted(CORRUPTIONS))}")
+            raise ValueError(
+                f"unknown corruption {self.corruption!r}; valid names: {', '.join(sorted(CORRUPTIONS))}"
+            )
         if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)):
             raise ValueError(f"strength must be a number, got {self.strength!r}")
         if not math.isfinite(self.strength) or self.strength < 0:
@@ -60,7 +70,9 @@ class GuardConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.threshold is not None and not (
-            isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool) and 0 <= self.threshold <= 1
+            isinstance(self.threshold, (int, float))
+            and not isinstance(self.threshold, bool)
+            and 0 <= self.threshold <= 1
         ):
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold!r}")
 

@@ -54,7 +54,9 @@ def get_corruption(name: str) -> Corruption:
     try:
         return CORRUPTIONS[name]
     except KeyError:
-        raise ValueError(f"unknown corruption {name!r}; valid names: {', '.join(sorted(CORRUPTIONS))}") from None
+        raise ValueError(
+            f"unknown corruption {name!r}; valid names: {', '.join(sorted(CORRUPTIONS))}"
+        ) from None
 
 
 def apply_corruption(
@@ -62,7 +64,9 @@ def apply_corruption(
 ) -> torch.Tensor:
     """Apply corruption ``name`` with a fresh generator seeded by ``seed`` (deterministic, thread-safe)."""
     if embeds.dim() != 3 or mask.shape != embeds.shape[:2]:
-        raise ValueError(f"expected embeds [B,T,D] and mask [B,T], got {tuple(embeds.shape)} and {tuple(mask.shape)}")
+        raise ValueError(
+            f"expected embeds [B,T,D] and mask [B,T], got {tuple(embeds.shape)} and {tuple(mask.shape)}"
+        )
     generator = torch.Generator().manual_seed(int(seed))
     return get_corruption(name)(embeds, mask.to(device=embeds.device, dtype=torch.bool), params, generator)
 
@@ -71,7 +75,9 @@ def apply_corruption(
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=like.device, dtype=like.dtype)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(
+        device=like.device, dtype=like.dtype
+    )
 
 
 def _first_n(embeds: torch.Tensor, n: int) -> torch.Tensor:
@@ -192,7 +198,9 @@ def replace_noise(embeds, mask, params, generator):
 # ---------------------------------------------------------------- position permutations inside the masked span
 
 
-def _permute_masked(embeds: torch.Tensor, mask: torch.Tensor, order: Callable[[int], torch.Tensor]) -> torch.Tensor:
+def _permute_masked(
+    embeds: torch.Tensor, mask: torch.Tensor, order: Callable[[int], torch.Tensor]
+) -> torch.Tensor:
     out = embeds.clone()
     for row in range(embeds.shape[0]):
         pos = mask[row].nonzero(as_tuple=True)[0]

@@ -17,7 +17,7 @@ import importlib
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,28 @@ class CorruptionPlan:
 
     def __bool__(self) -> bool:
         return bool(self.text_rows or self.image_indices)
+
+
+@dataclass
+class ScoringChunk:
+    """One padded batch of scoring rows: model inputs, the corruption plan, and which logits score which tokens.
+
+    ``targets`` holds (row, positions, token ids) per continuation; ``keep`` is how many final positions need logits;
+    ``embeds`` are the clean input embeddings (None when images are merged inside the model's forward)."""
+
+    inputs: dict[str, torch.Tensor]
+    plan: CorruptionPlan
+    targets: list[tuple[int, torch.Tensor, torch.Tensor]]
+    keep: int
+    embeds: torch.Tensor | None = None
+
+
+@dataclass
+class ScoringBatch:
+    """Prepared (prompt, continuation) pairs; ``lengths[i]`` are the token counts of prompt i's continuations."""
+
+    chunks: list[ScoringChunk]
+    lengths: list[list[int]]
 
 
 class EcoGuard:
@@ -118,9 +140,7 @@ class EcoGuard:
             raise RuntimeError(f"classifier returned {len(verdicts)} flags for {len(requests)} requests")
         if self.config.threshold is None:
             return verdicts
-        return [
-            Flag(v.score >= self.config.threshold, v.score, v.source, v.terms) for v in verdicts
-        ]
+        return [Flag(v.score >= self.config.threshold, v.score, v.source, v.terms) for v in verdicts]
 
     # ------------------------------------------------------------ public calls
 
@@ -140,7 +160,12 @@ class EcoGuard:
         """
         requests = self._requests(prompts)
         decisions = self.decide(requests, flags)
-        kwargs = {"max_new_tokens": 64, "do_sample": False, "pad_token_id": self.pad_token_id, **generate_kwargs}
+        kwargs = {
+            "max_new_tokens": 64,
+            "do_sample": False,
+            "pad_token_id": self.pad_token_id,
+            **generate_kwargs,
+        }
         answers: list[str] = []
         for lo, hi in _chunks(len(requests), batch_size):
             batch = self.encode(requests[lo:hi], chat_template=chat_template)
@@ -153,7 +178,6 @@ class EcoGuard:
             answers += self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         return answers
 
-    @torch.no_grad()
     def score(
         self,
         prompts: Sequence[PromptLike],
@@ -167,49 +191,102 @@ class EcoGuard:
 
         Only prompt tokens are ever corrupted; the continuation is scored as the model reads it.
         """
+        batch = self.prepare_scoring(
+            prompts, continuations, flags, chat_template=chat_template, batch_size=batch_size
+        )
+        return self.score_prepared(batch)
+
+    @torch.no_grad()
+    def prepare_scoring(
+        self,
+        prompts: Sequence[PromptLike],
+        continuations: Sequence[Sequence[str]],
+        flags: Sequence[bool | Flag] | None = None,
+        *,
+        chat_template: bool | None = None,
+        batch_size: int | None = 16,
+    ) -> ScoringBatch:
+        """Tokenize, pad, plan and embed (prompt, continuation) pairs once, to score them under many corruption
+        settings with :meth:`score_prepared` (the plan depends on ``config.scope``, not on the corruption itself).
+
+        A prompt whose continuations are all single tokens is read in one row: every option's log-probability
+        comes from the logits after the prompt.
+        """
         requests = self._requests(prompts)
         if len(continuations) != len(requests):
             raise ValueError(f"got {len(continuations)} continuation lists for {len(requests)} prompts")
         decisions = self.decide(requests, flags)
-        batch = self.encode(requests, chat_template=chat_template)
-        pairs = []  # (request index, continuation ids)
+        encoded = self.encode(requests, chat_template=chat_template)
+        rows: list[tuple[int, torch.Tensor, list[torch.Tensor]]] = []  # (request, appended ids, scored ids)
+        lengths = []
         for i, options in enumerate(continuations):
-            if not options:
-                raise ValueError(f"prompt {i} has no continuations to score")
+            if isinstance(options, str) or not options:
+                raise ValueError(f"prompt {i} needs a non-empty list of continuations to score")
+            conts = []
             for text in options:
                 cont = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
                 if cont.numel() == 0:
                     raise ValueError(f"prompt {i}: empty continuation {text!r}")
-                pairs.append((i, cont))
-        scores: list[float] = []
-        for lo, hi in _chunks(len(pairs), batch_size):
-            chunk = pairs[lo:hi]
-            rows = [torch.cat([batch.ids[i], cont]) for i, cont in chunk]
-            inputs = self._collate(rows)
+                conts.append(cont)
+            lengths.append([c.numel() for c in conts])
+            if all(c.numel() == 1 for c in conts):
+                rows.append((i, conts[0][:0], conts))
+            else:
+                rows += [(i, cont, [cont]) for cont in conts]
+        chunks = []
+        for lo, hi in _chunks(len(rows), batch_size):
+            chunk = rows[lo:hi]
+            inputs = self._collate([torch.cat([encoded.ids[i], appended]) for i, appended, _ in chunk])
             inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             width = inputs["input_ids"].shape[1]
             sub = EncodedBatch(
-                ids=[batch.ids[i] for i, _ in chunk],
-                prompts=[batch.prompts[i] for i, _ in chunk],
-                image_inputs=_select_images(batch, [i for i, _ in chunk]),
-                image_rows=[r for r, (i, _) in enumerate(chunk) if i in batch.image_rows],
+                ids=[encoded.ids[i] for i, _, _ in chunk],
+                prompts=[encoded.prompts[i] for i, _, _ in chunk],
+                image_inputs=_select_images(encoded, [i for i, _, _ in chunk]),
+                image_rows=[r for r, (i, _, _) in enumerate(chunk) if i in encoded.image_rows],
             )
             inputs.update(sub.image_inputs)
-            plan = self.plan(sub, [decisions[i] for i, _ in chunk], (len(chunk), width), ends=[c.numel() for _, c in chunk])
-            with self.corrupting(plan):
-                logits = self.model(**inputs).logits.float()
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-            for r, (_, cont) in enumerate(chunk):
-                n = cont.numel()
-                positions = torch.arange(width - n - 1, width - 1)
-                scores.append(float(logprobs[r, positions, cont].sum()))
+            ends = [appended.numel() for _, appended, _ in chunk]
+            plan = self.plan(sub, [decisions[i] for i, _, _ in chunk], (len(chunk), width), ends=ends)
+            # Position p predicts token p + 1: a continuation of n tokens after `appended` is read at the n
+            # positions ending one before the appended tokens' end.
+            targets = [
+                (r, torch.arange(width - ends[r] - 1, width - ends[r] - 1 + ids.numel()), ids)
+                for r, (_, _, scored) in enumerate(chunk)
+                for ids in scored
+            ]
+            embeds = None if sub.image_inputs else self.model.get_input_embeddings()(inputs["input_ids"])
+            chunks.append(ScoringChunk(inputs, plan, targets, keep=max(ends) + 1, embeds=embeds))
+        return ScoringBatch(chunks, lengths)
+
+    @torch.no_grad()
+    def score_prepared(self, batch: ScoringBatch) -> list[list[float]]:
+        """Score a :meth:`prepare_scoring` batch under the current ``config`` (corruption, strength, dims, seed)."""
+        scores: list[float] = []
+        for chunk in batch.chunks:
+            width = chunk.inputs["input_ids"].shape[1]
+            if chunk.embeds is not None:
+                embeds = chunk.embeds
+                if chunk.plan:
+                    embeds = self._corrupt_rows(embeds, chunk.plan.text_rows)
+                inputs = {k: v for k, v in chunk.inputs.items() if k != "input_ids"}
+                logits = self.model(inputs_embeds=embeds, **inputs, logits_to_keep=chunk.keep).logits
+            else:
+                with self.corrupting(chunk.plan):
+                    logits = self.model(**chunk.inputs, logits_to_keep=chunk.keep).logits
+            first_kept = width - logits.shape[1]
+            for row, positions, ids in chunk.targets:
+                logprobs = torch.log_softmax(logits[row, positions - first_kept].float(), dim=-1)
+                scores.append(float(logprobs[torch.arange(ids.numel()), ids].sum()))
         out, k = [], 0
-        for options in continuations:
-            out.append(scores[k : k + len(options)])
-            k += len(options)
+        for sizes in batch.lengths:
+            out.append(scores[k : k + len(sizes)])
+            k += len(sizes)
         return out
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, flags=None, **kwargs):
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, flags=None, **kwargs
+    ):
         """The wrapped model's forward; rows flagged in ``flags`` get every non-padding token but the last
         corrupted (input_ids left-padded)."""
         if attention_mask is None:
@@ -236,7 +313,7 @@ class EcoGuard:
     # ------------------------------------------------------------ encoding
 
     def _requests(self, prompts: Sequence[PromptLike]) -> list[Request]:
-        if isinstance(prompts, (str, Request)) or (isinstance(prompts, dict)):
+        if isinstance(prompts, (str, Request, Mapping)):
             raise TypeError("prompts must be a list; wrap a single prompt in [ ]")
         if len(prompts) == 0:
             raise ValueError("no prompts given")
@@ -247,13 +324,17 @@ class EcoGuard:
             except (ValueError, TypeError) as err:
                 raise type(err)(f"prompt {i}: {err}") from None
             if request.image is not None and not self.multimodal:
-                raise ValueError(f"prompt {i} has an image but {type(self.model).__name__} is a text-only model")
+                raise ValueError(
+                    f"prompt {i} has an image but {type(self.model).__name__} is a text-only model"
+                )
             requests.append(request)
         return requests
 
     def render(self, request: Request, chat_template: bool | None = None) -> str:
         """The exact prompt string the model reads."""
-        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        template = getattr(self.processor, "chat_template", None) or getattr(
+            self.tokenizer, "chat_template", None
+        )
         image_token = getattr(self.processor, "image_token", "<image>")
         if request.text is not None and (chat_template is False or (chat_template is None and not template)):
             text = request.text
@@ -385,7 +466,11 @@ class EcoGuard:
                 state = {"done": False}
 
                 def text_hook(module, args, output):
-                    if state["done"] or threading.get_ident() != owner or tuple(output.shape[:2]) != plan.batch_shape:
+                    if (
+                        state["done"]
+                        or threading.get_ident() != owner
+                        or tuple(output.shape[:2]) != plan.batch_shape
+                    ):
                         return None
                     state["done"] = True
                     return self._corrupt_rows(output, plan.text_rows)
@@ -414,7 +499,9 @@ class EcoGuard:
         for p in rows:
             stop = p.start + p.mask.numel()
             segment = embeds[p.row : p.row + 1, p.start : stop]
-            out[p.row, p.start : stop] = apply_corruption(cfg.corruption, segment, p.mask[None], cfg.params, cfg.seed)[0]
+            out[p.row, p.start : stop] = apply_corruption(
+                cfg.corruption, segment, p.mask[None], cfg.params, cfg.seed
+            )[0]
         return out
 
     def _corrupt_images(self, features: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
@@ -423,7 +510,9 @@ class EcoGuard:
         for i in indices:
             feat = features[i : i + 1].reshape(1, -1, features.shape[-1])
             mask = torch.ones(feat.shape[:2], dtype=torch.bool)
-            out[i] = apply_corruption(cfg.corruption, feat, mask, cfg.params, cfg.seed).reshape(features[i].shape)
+            out[i] = apply_corruption(cfg.corruption, feat, mask, cfg.params, cfg.seed).reshape(
+                features[i].shape
+            )
         return out
 
     # ------------------------------------------------------------ persistence
@@ -467,7 +556,9 @@ def load_classifier(directory: str | Path) -> PromptClassifier | None:
         raise GuardFileError(f"{meta_path} is not a valid classifier description: {err}") from None
     module_name, _, class_name = str(target).rpartition(".")
     if not module_name.startswith(TRUSTED_CLASSIFIER_MODULES):
-        raise GuardFileError(f"{meta_path} names {target!r}, outside the trusted modules {TRUSTED_CLASSIFIER_MODULES}")
+        raise GuardFileError(
+            f"{meta_path} names {target!r}, outside the trusted modules {TRUSTED_CLASSIFIER_MODULES}"
+        )
     try:
         loader = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:

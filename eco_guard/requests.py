@@ -80,7 +80,9 @@ def to_request(prompt: PromptLike) -> Request:
     elif isinstance(prompt, Mapping):
         unknown = set(prompt) - {"text", "messages", "image", "flag"}
         if unknown:
-            raise ValueError(f"unknown prompt keys {sorted(unknown)}; use 'text' or 'messages', optionally 'image'")
+            raise ValueError(
+                f"unknown prompt keys {sorted(unknown)}; use 'text' or 'messages', optionally 'image'"
+            )
         if ("text" in prompt) == ("messages" in prompt):
             raise ValueError("a prompt dict needs exactly one of 'text' or 'messages'")
         if "text" in prompt:
@@ -92,7 +94,9 @@ def to_request(prompt: PromptLike) -> Request:
     elif isinstance(prompt, Sequence):
         request = Request(messages=_messages(prompt))
     else:
-        raise TypeError(f"a prompt must be a string, a list of chat messages or a dict, got {type(prompt).__name__}")
+        raise TypeError(
+            f"a prompt must be a string, a list of chat messages or a dict, got {type(prompt).__name__}"
+        )
     if not request.classifier_text.strip():
         raise ValueError("empty prompt: the request has no system or user text")
     return request

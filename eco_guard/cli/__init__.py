@@ -24,7 +24,9 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eco-guard", description="Inference-time unlearning by corrupted prompts.")
+    parser = argparse.ArgumentParser(
+        prog="eco-guard", description="Inference-time unlearning by corrupted prompts."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():

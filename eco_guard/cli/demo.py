@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     flags = [False] * len(QUESTIONS) + [True] * len(QUESTIONS)
     answers = guard.generate(prompts, flags=flags, max_new_tokens=args.max_new_tokens)
     cfg = guard.config
-    print(f"corruption: {cfg.corruption} (strength={cfg.strength}, dims={cfg.dims}, scope={','.join(cfg.scope)})\n")
+    print(
+        f"corruption: {cfg.corruption} (strength={cfg.strength}, dims={cfg.dims}, scope={','.join(cfg.scope)})\n"
+    )
     for i, question in enumerate(QUESTIONS):
         clean, corrupted = answers[i], answers[i + len(QUESTIONS)]
         print(f"Q: {question}\n  unflagged: {clean.strip()!r}\n  flagged:   {corrupted.strip()!r}\n")

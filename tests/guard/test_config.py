@@ -1,0 +1,89 @@
+"""GuardConfig validation and its checksummed JSON file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eco_guard.config import CONFIG_NAME, GuardConfig, GuardFileError
+
+
+def test_round_trip(tmp_path):
+    cfg = GuardConfig(
+        corruption="zero_top_k", strength=3.5, dims=4, scope=("spans", "image"), seed=9, threshold=0.7
+    )
+    cfg.save_pretrained(tmp_path)
+    text = (tmp_path / CONFIG_NAME).read_text()
+    document = json.loads(text)
+    assert document["format_version"] == 1 and document["config"]["corruption"] == "zero_top_k"
+    assert list(document) == sorted(document), "keys sorted"
+    assert GuardConfig.from_pretrained(tmp_path) == cfg
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"corruption": "blur"}, "unknown corruption 'blur'; valid names:"),
+        ({"strength": -1.0}, "strength must be a finite number >= 0"),
+        ({"strength": float("nan")}, "strength must be a finite number >= 0"),
+        ({"dims": 0}, "dims must be an integer >= 1"),
+        ({"scope": ("everything",)}, "scope must be a non-empty combination"),
+        ({"scope": ()}, "scope must be a non-empty combination"),
+        ({"threshold": 1.5}, "threshold must lie in"),
+        ({"seed": "x"}, "seed must be an integer"),
+    ],
+)
+def test_invalid_values(changes, message):
+    with pytest.raises(ValueError, match=message):
+        GuardConfig(**changes)
+
+
+def test_tampered_file_is_refused(tmp_path):
+    GuardConfig().save_pretrained(tmp_path)
+    path = tmp_path / CONFIG_NAME
+    document = json.loads(path.read_text())
+    document["config"]["strength"] = 0.0
+    path.write_text(json.dumps(document))
+    with pytest.raises(GuardFileError, match="modified after it was saved"):
+        GuardConfig.from_pretrained(tmp_path)
+    assert GuardConfig.from_pretrained(tmp_path, verify=False).strength == 0.0
+
+
+def test_tampered_invalid_value_is_refused_even_unverified(tmp_path):
+    GuardConfig().save_pretrained(tmp_path)
+    path = tmp_path / CONFIG_NAME
+    document = json.loads(path.read_text())
+    document["config"]["corruption"] = "__import__('os')"
+    path.write_text(json.dumps(document))
+    with pytest.raises(GuardFileError, match="unknown corruption"):
+        GuardConfig.from_pretrained(tmp_path, verify=False)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format_version": 1}', "no 'config' object"),
+        ('{"format_version": 99, "config": {}}', "format_version 99"),
+    ],
+)
+def test_corrupt_files(tmp_path, content, message):
+    (tmp_path / CONFIG_NAME).write_text(content)
+    with pytest.raises(GuardFileError, match=message):
+        GuardConfig.from_pretrained(tmp_path)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(GuardFileError, match="no guard config"):
+        GuardConfig.from_pretrained(tmp_path / "nope")
+
+
+def test_unknown_field(tmp_path):
+    GuardConfig().save_pretrained(tmp_path)
+    path = tmp_path / CONFIG_NAME
+    document = json.loads(path.read_text())
+    document["config"]["extra"] = 1
+    path.write_text(json.dumps(document))
+    with pytest.raises(GuardFileError, match="unknown config fields"):
+        GuardConfig.from_pretrained(tmp_path, verify=False)

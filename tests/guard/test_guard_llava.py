@@ -1,0 +1,93 @@
+"""EcoGuard on a tiny LLaVA-architecture model: text corruption before the merge, optional image corruption."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from eco_guard.config import GuardConfig
+from eco_guard.guard import EcoGuard
+
+
+@pytest.fixture(scope="module")
+def image():
+    img = Image.new("RGB", (96, 80), (30, 120, 200))
+    for x in range(20, 60):
+        for y in range(10, 50):
+            img.putpixel((x, y), (250, 200, 40))
+    return img
+
+
+def merged_embeddings(guard, prompts, flags):
+    """The embeddings the language model receives (after image features are merged), captured by a pre-hook."""
+    captured = {}
+
+    def grab(module, args, kwargs):
+        captured["embeds"] = kwargs["inputs_embeds"].detach().clone()
+
+    handle = guard.model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        guard.generate(prompts, flags=flags, max_new_tokens=1)
+    finally:
+        handle.remove()
+    return captured["embeds"]
+
+
+def image_positions(guard, prompts):
+    batch = guard.encode(guard._requests(prompts))
+    inputs = guard._collate(batch.ids)
+    return inputs["input_ids"] == guard.image_token_id
+
+
+def test_text_corruption_leaves_image_features(tiny_llava, image):
+    model, processor = tiny_llava
+    prompts = [{"text": "Who is this person?", "image": image}, "What is the capital of France?"]
+    guard = EcoGuard(model, processor, config=GuardConfig(scope=("prompt",)))
+    clean = merged_embeddings(guard, prompts, [False, False])
+    text_only = merged_embeddings(guard, prompts, [True, False])
+    img = image_positions(guard, prompts)
+    assert img[0].sum() == 16 and img[1].sum() == 0  # (64/16)^2 patches
+    assert torch.equal(text_only[0][img[0]], clean[0][img[0]]), "image features must be untouched"
+    assert not torch.equal(text_only[0][~img[0]], clean[0][~img[0]]), "text tokens must be corrupted"
+    assert torch.equal(text_only[1], clean[1]), "unflagged row untouched"
+
+
+def test_image_corruption_changes_image_features(tiny_llava, image):
+    model, processor = tiny_llava
+    prompts = [{"text": "Who is this person?", "image": image}, {"text": "Describe it.", "image": image}]
+    guard = EcoGuard(
+        model,
+        processor,
+        config=GuardConfig(scope=("image",), strength=10.0, corruption="noise_rand_n", dims=8),
+    )
+    clean = merged_embeddings(guard, prompts, [False, False])
+    corrupted = merged_embeddings(guard, prompts, [False, True])
+    img = image_positions(guard, prompts)
+    assert torch.equal(corrupted[0], clean[0])
+    assert not torch.equal(corrupted[1][img[1]], clean[1][img[1]])
+    assert torch.equal(corrupted[1][~img[1]], clean[1][~img[1]]), "image scope alone leaves text tokens"
+
+
+def test_generate_and_score_with_images(tiny_llava, image, tmp_path):
+    model, processor = tiny_llava
+    path = tmp_path / "face.png"
+    image.save(path)
+    guard = EcoGuard(model, processor, config=GuardConfig(scope=("prompt", "image")))
+    prompts = [{"text": "USER: <image>\nWho is this?\nASSISTANT:", "image": str(path)}, "Hello there"]
+    plain = guard.generate(prompts, chat_template=False, max_new_tokens=3)
+    assert len(plain) == 2 and all(isinstance(a, str) for a in plain)
+    clean = guard.score(prompts, [[" A", " B"], [" C"]], chat_template=False)
+    flagged = guard.score(prompts, [[" A", " B"], [" C"]], flags=[True, False], chat_template=False)
+    assert flagged[1] == clean[1] and flagged[0] != clean[0]
+
+
+def test_missing_and_unreadable_images(tiny_llava, tmp_path):
+    model, processor = tiny_llava
+    guard = EcoGuard(model, processor)
+    with pytest.raises(FileNotFoundError, match="prompt 0: image file not found"):
+        guard.generate([{"text": "who?", "image": str(tmp_path / "missing.png")}])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot be read"):
+        guard.generate([{"text": "who?", "image": str(bad)}])

@@ -1,0 +1,173 @@
+"""EcoGuard on the real SmolLM2-135M-Instruct: exactness when unflagged, real forgetting when flagged."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from eco_guard.config import GuardConfig
+from eco_guard.guard import EcoGuard
+from eco_guard.requests import Flag
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Name the largest ocean on Earth, please, in one short sentence.",
+    [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is the capital of Japan?"},
+    ],
+    "Who wrote Romeo and Juliet?",
+]
+GEN = {"max_new_tokens": 12}
+
+
+@pytest.fixture(scope="module")
+def guard(smollm2):
+    model, tokenizer = smollm2
+    return EcoGuard(model, tokenizer, config=GuardConfig(corruption="noise_first_n", strength=100.0, dims=1))
+
+
+def unwrapped_generate(guard, prompts, **kwargs):
+    """The plain transformers path: tokenizer with left padding + model.generate."""
+    rendered = [guard.render(r) for r in guard._requests(prompts)]
+    tok = guard.tokenizer
+    inputs = tok(rendered, padding=True, padding_side="left", return_tensors="pt")
+    out = guard.model.generate(**inputs, do_sample=False, pad_token_id=guard.pad_token_id, **kwargs)
+    return tok.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True), inputs
+
+
+def hook_count(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_nothing_flagged_is_bit_identical(guard):
+    expected, inputs = unwrapped_generate(guard, PROMPTS, **GEN)
+    assert guard.generate(PROMPTS, **GEN) == expected
+    assert guard.generate(PROMPTS, flags=[False] * 4, **GEN) == expected
+    with torch.no_grad():
+        plain = guard.model(**inputs).logits
+        wrapped = guard(**inputs).logits
+    assert torch.equal(plain, wrapped)
+
+
+def test_mixed_batch_rows_are_independent(guard):
+    flags = [True, False, True, False]
+    mixed = guard.generate(PROMPTS, flags=flags, **GEN)
+    solo = [unwrapped_generate(guard, [p], **GEN)[0][0] for p in PROMPTS]
+    assert mixed[1] == solo[1] and mixed[3] == solo[3]
+    assert mixed[0] != solo[0] and mixed[2] != solo[2]
+    # logits of unflagged rows in a mixed batch equal the unwrapped batch bit for bit
+    _, inputs = unwrapped_generate(guard, PROMPTS, max_new_tokens=1)
+    with torch.no_grad():
+        plain = guard.model(**inputs).logits
+        wrapped = guard(**inputs, flags=flags).logits
+    assert torch.equal(plain[1], wrapped[1]) and torch.equal(plain[3], wrapped[3])
+    assert not torch.allclose(plain[0], wrapped[0])
+
+
+def test_known_fact_is_lost_only_when_flagged(guard):
+    question = ["What is the capital of France?"]
+    clean = guard.generate(question, max_new_tokens=16)[0]
+    assert "Paris" in clean
+    assert "Paris" not in guard.generate(question, flags=[True], max_new_tokens=16)[0]
+    assert guard.generate(question, flags=[False], max_new_tokens=16)[0] == clean
+
+
+def test_hooks_are_removed_also_after_errors(guard):
+    before = hook_count(guard.model)
+    guard.generate(PROMPTS[:2], flags=[True, False], max_new_tokens=2)
+    assert hook_count(guard.model) == before
+    with pytest.raises(Exception):  # noqa: B017 - any error raised inside model.generate
+        guard.generate(PROMPTS[:2], flags=[True, True], max_new_tokens=2, num_beams=-3)
+    assert hook_count(guard.model) == before
+
+
+def test_concurrent_calls_match_serial(guard):
+    calls = [([PROMPTS[i % 4], PROMPTS[(i + 1) % 4]], [bool(i % 2), bool(i % 3 == 0)]) for i in range(20)]
+    serial = [guard.generate(p, flags=f, max_new_tokens=4) for p, f in calls]
+    results: dict[tuple[int, int], list[str]] = {}
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            for i, (p, f) in enumerate(calls):
+                results[t, i] = guard.generate(p, flags=f, max_new_tokens=4)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert all(results[t, i] == serial[i] for t in range(8) for i in range(20))
+    assert hook_count(guard.model) == 0
+
+
+def test_span_scope_corrupts_only_the_name(smollm2):
+    model, tokenizer = smollm2
+    guard = EcoGuard(model, tokenizer, config=GuardConfig(scope=("spans",), strength=100.0))
+    request = guard._requests(["Where does Marie Curie live? Tell me about Marie Curie."])[0]
+    batch = guard.encode([request])
+    mask = guard.prompt_mask(batch.prompts[0], batch.ids[0], ("Marie Curie",))
+    tokens = [guard.tokenizer.decode(t) for t in batch.ids[0][mask]]
+    assert "".join(tokens).replace(" ", "") == "MarieCurieMarieCurie"
+    # no term found: every prompt token but the last
+    fallback = guard.prompt_mask(batch.prompts[0], batch.ids[0], ("Ada Lovelace",))
+    assert fallback.sum() == batch.ids[0].numel() - 1 and not fallback[-1]
+    flag = Flag(True, 1.0, "test", ("Marie Curie",))
+    assert guard.generate([request], flags=[flag], max_new_tokens=8) != guard.generate(
+        [request], max_new_tokens=8
+    )
+
+
+def test_score_corrupts_only_the_prompt(guard):
+    prompts = ["The capital of France is", "The capital of Italy is"]
+    options = [[" Paris", " London"], [" Rome", " Madrid", " Oslo"]]
+    clean = guard.score(prompts, options)
+    assert clean[0][0] > clean[0][1] and clean[1][0] == max(clean[1])
+    # reference: the unwrapped model, one sequence at a time
+    tok = guard.tokenizer
+    for p, opts, got in zip(prompts, options, clean):
+        for o, value in zip(opts, got):
+            prompt_ids = tok(guard.render(guard._requests([p])[0]))["input_ids"]
+            cont = tok(o, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt_ids + cont])
+            with torch.no_grad():
+                logp = torch.log_softmax(guard.model(ids).logits[0, :-1].float(), -1)
+            ref = sum(logp[len(prompt_ids) - 1 + k, c].item() for k, c in enumerate(cont))
+            assert value == pytest.approx(ref, abs=1e-3)
+    flagged = guard.score(prompts, options, flags=[True, False])
+    assert flagged[1] == clean[1]
+    assert flagged[0] != clean[0]
+
+
+def test_bad_input(guard):
+    with pytest.raises(ValueError, match="prompt 1: empty prompt"):
+        guard.generate(["hello", "   "])
+    with pytest.raises(ValueError, match="text-only model"):
+        guard.generate([{"text": "who is this?", "image": "x.png"}])
+    with pytest.raises(ValueError, match="got 1 flags for 2 prompts"):
+        guard.generate(["a", "b"], flags=[True])
+    with pytest.raises(TypeError, match="must be a list"):
+        guard.generate("a single string")
+    with pytest.raises(ValueError, match="role 'robot'"):
+        guard.generate([[{"role": "robot", "content": "hi"}]])
+    with pytest.raises(ValueError, match="no prompts"):
+        guard.generate([])
+
+
+def test_save_and_load(guard, tmp_path):
+    guard.config = guard.config.replace(strength=42.0)
+    try:
+        guard.save_pretrained(tmp_path)
+        loaded = EcoGuard.from_pretrained(tmp_path, guard.model, guard.tokenizer)
+    finally:
+        guard.config = guard.config.replace(strength=100.0)
+    assert loaded.config.strength == 42.0 and loaded.classifier is None
+    assert loaded.num_parameters() == guard.model.num_parameters()  # attribute fall-through
