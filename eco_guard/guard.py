@@ -120,7 +120,9 @@ class EcoGuard:
 
     # ------------------------------------------------------------ decisions
 
-    def decide(self, requests: Sequence[Request], flags: Sequence[bool | Flag | None] | None = None) -> list[Flag]:
+    def decide(
+        self, requests: Sequence[Request], flags: Sequence[bool | Flag | None] | None = None
+    ) -> list[Flag]:
         """One Flag per request: ``flags`` if given (they override the classifier; a None entry leaves that request
         to it), else the classifier's verdict (thresholded by ``config.threshold`` when set), else nothing is
         flagged."""
@@ -128,11 +130,10 @@ class EcoGuard:
             if len(flags) != len(requests):
                 raise ValueError(f"got {len(flags)} flags for {len(requests)} prompts")
             open_rows = [i for i, f in enumerate(flags) if f is None]
-            verdicts = dict(zip(open_rows, self.decide([requests[i] for i in open_rows]), strict=True)) if open_rows else {}
-            return [
-                verdicts[i] if f is None else f if isinstance(f, Flag) else Flag(bool(f), float(bool(f)), "override")
-                for i, f in enumerate(flags)
-            ]
+            verdicts = dict(
+                zip(open_rows, self.decide([requests[i] for i in open_rows]) if open_rows else [])
+            )
+            return [verdicts[i] if f is None else _as_flag(f) for i, f in enumerate(flags)]
         if self.classifier is None:
             return [Flag(False) for _ in requests]
         verdicts = list(self.classifier.flag(requests))
@@ -564,6 +565,10 @@ def load_classifier(directory: str | Path) -> PromptClassifier | None:
     except (ImportError, AttributeError) as err:
         raise GuardFileError(f"{meta_path}: cannot import {target!r}: {err}") from None
     return loader.from_pretrained(folder)
+
+
+def _as_flag(flag: bool | Flag) -> Flag:
+    return flag if isinstance(flag, Flag) else Flag(bool(flag), float(bool(flag)), "override")
 
 
 def _chunks(n: int, size: int | None) -> Iterator[tuple[int, int]]:

@@ -36,7 +36,9 @@ def test_greedy_answers_match_transformers_unflagged_and_flagged(both_answers, q
     ours, theirs = both_answers
     n = len(questions)
     same = [a == b for a, b in zip(ours, theirs, strict=False)]
-    logging.getLogger(__name__).warning("identical: %d/%d unflagged, %d/%d flagged", sum(same[:n]), n, sum(same[n:]), n)
+    logging.getLogger(__name__).warning(
+        "identical: %d/%d unflagged, %d/%d flagged", sum(same[:n]), n, sum(same[n:]), n
+    )
     assert sum(same[:n]) >= 0.95 * n, [
         (a, b) for a, b, s in zip(ours[:n], theirs[:n], same[:n], strict=False) if not s
     ]
