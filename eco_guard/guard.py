@@ -64,6 +64,28 @@ class CorruptionPlan:
         return bool(self.text_rows or self.image_indices)
 
 
+@dataclass
+class ScoringChunk:
+    """One padded batch of scoring rows: model inputs, the corruption plan, and which logits score which tokens.
+
+    ``targets`` holds (row, positions, token ids) per continuation; ``keep`` is how many final positions need logits;
+    ``embeds`` are the clean input embeddings (None when images are merged inside the model's forward)."""
+
+    inputs: dict[str, torch.Tensor]
+    plan: CorruptionPlan
+    targets: list[tuple[int, torch.Tensor, torch.Tensor]]
+    keep: int
+    embeds: torch.Tensor | None = None
+
+
+@dataclass
+class ScoringBatch:
+    """Prepared (prompt, continuation) pairs; ``lengths[i]`` are the token counts of prompt i's continuations."""
+
+    chunks: list[ScoringChunk]
+    lengths: list[list[int]]
+
+
 class EcoGuard:
     """Wrap a Hugging Face causal LM or image-text-to-text model; corrupt flagged requests' embeddings.
 
@@ -150,7 +172,6 @@ class EcoGuard:
             answers += self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         return answers
 
-    @torch.no_grad()
     def score(
         self,
         prompts: Sequence[PromptLike],
@@ -164,48 +185,97 @@ class EcoGuard:
 
         Only prompt tokens are ever corrupted; the continuation is scored as the model reads it.
         """
+        batch = self.prepare_scoring(
+            prompts, continuations, flags, chat_template=chat_template, batch_size=batch_size
+        )
+        return self.score_prepared(batch)
+
+    @torch.no_grad()
+    def prepare_scoring(
+        self,
+        prompts: Sequence[PromptLike],
+        continuations: Sequence[Sequence[str]],
+        flags: Sequence[bool | Flag] | None = None,
+        *,
+        chat_template: bool | None = None,
+        batch_size: int | None = 16,
+    ) -> ScoringBatch:
+        """Tokenize, pad, plan and embed (prompt, continuation) pairs once, to score them under many corruption
+        settings with :meth:`score_prepared` (the plan depends on ``config.scope``, not on the corruption itself).
+
+        A prompt whose continuations are all single tokens is read in one row: every option's log-probability
+        comes from the logits after the prompt.
+        """
         requests = self._requests(prompts)
         if len(continuations) != len(requests):
             raise ValueError(f"got {len(continuations)} continuation lists for {len(requests)} prompts")
         decisions = self.decide(requests, flags)
-        batch = self.encode(requests, chat_template=chat_template)
-        pairs = []  # (request index, continuation ids)
+        encoded = self.encode(requests, chat_template=chat_template)
+        rows: list[tuple[int, torch.Tensor, list[torch.Tensor]]] = []  # (request, appended ids, scored ids)
+        lengths = []
         for i, options in enumerate(continuations):
-            if not options:
-                raise ValueError(f"prompt {i} has no continuations to score")
+            if isinstance(options, str) or not options:
+                raise ValueError(f"prompt {i} needs a non-empty list of continuations to score")
+            conts = []
             for text in options:
                 cont = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
                 if cont.numel() == 0:
                     raise ValueError(f"prompt {i}: empty continuation {text!r}")
-                pairs.append((i, cont))
-        scores: list[float] = []
-        for lo, hi in _chunks(len(pairs), batch_size):
-            chunk = pairs[lo:hi]
-            rows = [torch.cat([batch.ids[i], cont]) for i, cont in chunk]
-            inputs = self._collate(rows)
+                conts.append(cont)
+            lengths.append([c.numel() for c in conts])
+            if all(c.numel() == 1 for c in conts):
+                rows.append((i, conts[0][:0], conts))
+            else:
+                rows += [(i, cont, [cont]) for cont in conts]
+        chunks = []
+        for lo, hi in _chunks(len(rows), batch_size):
+            chunk = rows[lo:hi]
+            inputs = self._collate([torch.cat([encoded.ids[i], appended]) for i, appended, _ in chunk])
             inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             width = inputs["input_ids"].shape[1]
             sub = EncodedBatch(
-                ids=[batch.ids[i] for i, _ in chunk],
-                prompts=[batch.prompts[i] for i, _ in chunk],
-                image_inputs=_select_images(batch, [i for i, _ in chunk]),
-                image_rows=[r for r, (i, _) in enumerate(chunk) if i in batch.image_rows],
+                ids=[encoded.ids[i] for i, _, _ in chunk],
+                prompts=[encoded.prompts[i] for i, _, _ in chunk],
+                image_inputs=_select_images(encoded, [i for i, _, _ in chunk]),
+                image_rows=[r for r, (i, _, _) in enumerate(chunk) if i in encoded.image_rows],
             )
             inputs.update(sub.image_inputs)
-            plan = self.plan(
-                sub, [decisions[i] for i, _ in chunk], (len(chunk), width), ends=[c.numel() for _, c in chunk]
-            )
-            with self.corrupting(plan):
-                logits = self.model(**inputs).logits.float()
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-            for r, (_, cont) in enumerate(chunk):
-                n = cont.numel()
-                positions = torch.arange(width - n - 1, width - 1)
-                scores.append(float(logprobs[r, positions, cont].sum()))
+            ends = [appended.numel() for _, appended, _ in chunk]
+            plan = self.plan(sub, [decisions[i] for i, _, _ in chunk], (len(chunk), width), ends=ends)
+            # Position p predicts token p + 1: a continuation of n tokens after `appended` is read at the n
+            # positions ending one before the appended tokens' end.
+            targets = [
+                (r, torch.arange(width - ends[r] - 1, width - ends[r] - 1 + ids.numel()), ids)
+                for r, (_, _, scored) in enumerate(chunk)
+                for ids in scored
+            ]
+            embeds = None if sub.image_inputs else self.model.get_input_embeddings()(inputs["input_ids"])
+            chunks.append(ScoringChunk(inputs, plan, targets, keep=max(ends) + 1, embeds=embeds))
+        return ScoringBatch(chunks, lengths)
+
+    @torch.no_grad()
+    def score_prepared(self, batch: ScoringBatch) -> list[list[float]]:
+        """Score a :meth:`prepare_scoring` batch under the current ``config`` (corruption, strength, dims, seed)."""
+        scores: list[float] = []
+        for chunk in batch.chunks:
+            width = chunk.inputs["input_ids"].shape[1]
+            if chunk.embeds is not None:
+                embeds = chunk.embeds
+                if chunk.plan:
+                    embeds = self._corrupt_rows(embeds, chunk.plan.text_rows)
+                inputs = {k: v for k, v in chunk.inputs.items() if k != "input_ids"}
+                logits = self.model(inputs_embeds=embeds, **inputs, logits_to_keep=chunk.keep).logits
+            else:
+                with self.corrupting(chunk.plan):
+                    logits = self.model(**chunk.inputs, logits_to_keep=chunk.keep).logits
+            first_kept = width - logits.shape[1]
+            for row, positions, ids in chunk.targets:
+                logprobs = torch.log_softmax(logits[row, positions - first_kept].float(), dim=-1)
+                scores.append(float(logprobs[torch.arange(ids.numel()), ids].sum()))
         out, k = [], 0
-        for options in continuations:
-            out.append(scores[k : k + len(options)])
-            k += len(options)
+        for sizes in batch.lengths:
+            out.append(scores[k : k + len(sizes)])
+            k += len(sizes)
         return out
 
     def forward(

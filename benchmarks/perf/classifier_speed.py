@@ -1,0 +1,121 @@
+"""Text classification speed: batched prompts/s and single-prompt latency of the real MiniLM classifier, the
+name detector and the combined classifier, side by side (goals: >= 1,000 prompts/s batched, p50 <= 10 ms; ECO's
+RoBERTa classifier needs ~21 ms per prompt on a GPU)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ECO_ROBERTA_MS = 21.0
+FIRST = [
+    "Elena",
+    "Marcus",
+    "Priya",
+    "Tobias",
+    "Ingrid",
+    "Kofi",
+    "Mei",
+    "Rafael",
+    "Sofia",
+    "Anders",
+    "Leila",
+    "Dmitri",
+    "Aisha",
+    "Bruno",
+    "Chiara",
+    "Hugo",
+]
+LAST = [
+    "Vasquez",
+    "Okafor",
+    "Lindqvist",
+    "Haraldsen",
+    "Nakamura",
+    "Ferreira",
+    "Kowalczyk",
+    "Brennan",
+    "Aldana",
+    "Dubois",
+    "Eriksen",
+    "Novak",
+]
+QUESTIONS = (
+    "What is the occupation of {n}?",
+    "Where was {n} born?",
+    "Which university did {n} attend?",
+    "What medical condition does {n} have, according to the records?",
+    "Where does {n} live now?",
+)
+
+
+def _prompts(n: int) -> list[str]:
+    names = [f"{f} {last}" for f in FIRST for last in LAST]
+    return [QUESTIONS[i % len(QUESTIONS)].format(n=names[(i * 7) % len(names)]) for i in range(n)]
+
+
+def _rate(fn, items: list, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(items)
+        best = min(best, time.perf_counter() - start)
+    return len(items) / best
+
+
+def _p50_ms(fn, items: list) -> float:
+    times = []
+    for item in items:
+        start = time.perf_counter()
+        fn([item])
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    import torch
+
+    from classifiers.multimodal import MultimodalClassifier
+    from classifiers.prompts import general_prompts
+    from classifiers.terms import TermDetector
+    from classifiers.text import TextClassifier
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    names = [f"{f} {last}" for f in FIRST for last in LAST]
+    forget = names[:10]
+    positives = [q.format(n=n) for n in forget for q in QUESTIONS]
+    negatives = [q.format(n=n) for n in names[10:60] for q in QUESTIONS] + general_prompts(150)
+    text = TextClassifier("minilm", fpr=None).fit(
+        positives + negatives, [1] * len(positives) + [0] * len(negatives)
+    )
+    terms = TermDetector().fit(forget, negatives=names[10:])
+    combined = MultimodalClassifier(text, terms).calibrate(_prompts(400)[200:])
+    batch, singles = _prompts(2048), _prompts(200)
+    text.score(batch[:64])  # warm up
+    rows = [
+        ("MiniLM encoder only (bf16)", lambda xs: text.encoder_.encode(xs)),
+        ("text classifier (encoder + head)", text.score),
+        ("name detector", terms.score),
+        ("combined classifier .flag", combined.flag),
+    ]
+    print(f"{'component':36} {'batched prompts/s':>18} {'single p50 ms':>14} {'vs ECO 21 ms':>13}")
+    for label, fn in rows:
+        rate = _rate(fn, batch)
+        p50 = _p50_ms(fn, singles)
+        print(f"{label:36} {rate:18.0f} {p50:14.2f} {ECO_ROBERTA_MS / p50:12.1f}x")
+    rate, p50 = _rate(combined.flag, batch), _p50_ms(combined.flag, singles)
+    print(
+        f"\ngoals: batched >= 1000 prompts/s: {'met' if rate >= 1000 else 'NOT met'} ({rate:.0f}); "
+        f"single p50 <= 10 ms: {'met' if p50 <= 10 else 'NOT met'} ({p50:.1f} ms)"
+    )
+    long = [" ".join(["filler words about nothing in particular"] * 150) + " " + q for q in positives[:20]]
+    print(f"long prompts (~1,000 tokens, windows of 128): {_rate(text.score, long, 1):.0f} prompts/s")
+
+
+if __name__ == "__main__":
+    main()

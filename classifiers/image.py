@@ -1,0 +1,332 @@
+"""Image identity classifier: is the pictured person one of the forget set?
+
+A request about a forget-set profile in MLLMU-Bench usually names nobody ("this person"): the picture carries the
+identity. Each image is embedded by a frozen image encoder (default: the guarded MLLM's own vision tower, its
+patch tokens pooled), projected by a metric fitted on the training images, and scored by its best cosine
+similarity to any reference of any forget identity. References are each forget image plus transformed copies
+(test-time augmentation), so crops, rotations, colour jitter, flips, resizing and JPEG still land near them.
+
+The metric: ``"lda"`` (default) is linear discriminant analysis over identities, each seen through transformed
+copies: it keeps the directions that tell people apart and drops those that transforms move (a frozen, even
+randomly initialized, tower mixes both). ``"standardize"`` only centres and scales the features.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+
+from classifiers.augment import transform
+from classifiers.calibration import ConformalCalibrator
+from classifiers.persistence import ClassifierFileError, load_arrays, read_meta, save_arrays, write_meta
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ImageEncoder(Protocol):
+    """Anything that turns RGB PIL images into one vector each."""
+
+    def encode(self, images: Sequence[Any]) -> np.ndarray: ...
+
+
+class VisionTowerEncoder:
+    """A Hugging Face vision model (e.g. ``llava.model.vision_tower``) + its image processor. The patch tokens of the
+    chosen hidden layers (CLS dropped, as LLaVA's ``default`` feature strategy does) are pooled: ``"mean"`` over all
+    patches, or ``"grid"``: averaged into a ``grid`` x ``grid`` map and flattened (keeps where things are)."""
+
+    def __init__(
+        self,
+        tower: Any,
+        image_processor: Any,
+        *,
+        layers: Sequence[int] = (-1,),
+        pooling: str = "grid",
+        grid: int = 4,
+        batch_size: int = 32,
+    ) -> None:
+        if pooling not in ("mean", "grid"):
+            raise ValueError(f"pooling must be 'mean' or 'grid', got {pooling!r}")
+        self.tower = tower.eval()
+        self.image_processor = getattr(image_processor, "image_processor", image_processor)
+        self.layers = tuple(int(x) for x in layers)
+        self.pooling, self.grid = pooling, int(grid)
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_mllm(cls, model: Any, processor: Any, **kwargs: Any) -> VisionTowerEncoder:
+        """The vision tower of a LLaVA-family model (``model.model.vision_tower`` or ``model.vision_tower``)."""
+        for owner in (getattr(model, "model", None), model):
+            tower = getattr(owner, "vision_tower", None)
+            if tower is not None:
+                return cls(tower, processor, **kwargs)
+        raise ValueError(f"{type(model).__name__} has no vision_tower")
+
+    def encode(self, images: Sequence[Any]) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for lo in range(0, len(images), self.batch_size):
+                chunk = [img.convert("RGB") for img in images[lo : lo + self.batch_size]]
+                pixels = self.image_processor(images=chunk, return_tensors="pt")["pixel_values"]
+                dtype = next(self.tower.parameters()).dtype
+                hidden = self.tower(pixel_values=pixels.to(dtype), output_hidden_states=True).hidden_states
+                pooled = [self._pool(hidden[k][:, 1:].float()) for k in self.layers]
+                out.append(torch.cat(pooled, dim=-1).numpy())
+        return np.concatenate(out)
+
+    def _pool(self, patches: Any) -> Any:
+        import torch
+
+        if self.pooling == "mean":
+            return patches.mean(1)
+        n, tokens, dim = patches.shape
+        side = int(round(tokens**0.5))
+        if side * side != tokens:
+            raise ValueError(f"grid pooling needs a square patch map, got {tokens} patch tokens")
+        maps = patches.transpose(1, 2).reshape(n, dim, side, side)
+        return torch.nn.functional.adaptive_avg_pool2d(maps, min(self.grid, side)).flatten(1)
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        """The tower's weights and the processor's config, so references stay in the space they were made in."""
+        self.tower.save_pretrained(folder / "vision_tower", safe_serialization=True)
+        self.image_processor.save_pretrained(folder / "image_processor")
+        return {
+            "kind": "vision_tower",
+            "layers": list(self.layers),
+            "pooling": self.pooling,
+            "grid": self.grid,
+            "batch_size": self.batch_size,
+        }
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict[str, Any]) -> VisionTowerEncoder:
+        from transformers import AutoImageProcessor, AutoModel
+
+        tower = AutoModel.from_pretrained(folder / "vision_tower")
+        processor = AutoImageProcessor.from_pretrained(folder / "image_processor")
+        return cls(
+            tower,
+            processor,
+            layers=spec["layers"],
+            pooling=spec["pooling"],
+            grid=spec["grid"],
+            batch_size=spec["batch_size"],
+        )
+
+
+class CallableImageEncoder:
+    """Wrap ``fn(list of PIL images) -> array [N, D]``; cannot be saved (pass it again to ``from_pretrained``)."""
+
+    def __init__(self, fn: Callable[[Sequence[Any]], Any]) -> None:
+        self.fn = fn
+
+    def encode(self, images: Sequence[Any]) -> np.ndarray:
+        return np.asarray(self.fn(list(images)), dtype=np.float32)
+
+
+class ImageIdentityClassifier(BaseEstimator):
+    """Flags images of forget-set identities; ``fit(images, identities)``, ``score``, ``predict``.
+
+    ``identities[i]`` names the forget identity shown in ``images[i]``, or is ``None``/``""`` for anyone else; the
+    others fix the standardization and, when ``fpr`` is set, a held-out ``calibration_fraction`` of them (each
+    transformed ``n_augment`` times) calibrates the decision conformally (:mod:`classifiers.calibration`).
+    """
+
+    def __init__(
+        self,
+        encoder: ImageEncoder | None = None,
+        *,
+        fpr: float | None = 0.01,
+        metric: str = "lda",
+        n_augment: int = 16,
+        calibration_fraction: float = 0.3,
+        random_state: int = 0,
+    ) -> None:
+        self.encoder = encoder
+        self.fpr = fpr
+        self.metric = metric
+        self.n_augment = n_augment
+        self.calibration_fraction = calibration_fraction
+        self.random_state = random_state
+
+    def fit(self, images: Sequence[Any], identities: Sequence[str | None]) -> ImageIdentityClassifier:
+        if self.encoder is None or not isinstance(self.encoder, ImageEncoder):
+            raise TypeError("ImageIdentityClassifier needs an image encoder with encode(images) -> array")
+        images, labels = list(images), [i or "" for i in identities]
+        if len(images) != len(labels):
+            raise ValueError(f"got {len(images)} images but {len(labels)} identities")
+        forget = sorted({i for i in labels if i})
+        if not forget:
+            raise ValueError("no forget identity among the labels: nothing to recognize")
+        others = [k for k, i in enumerate(labels) if not i]
+        if not others:
+            raise ValueError("no images of other people: the decision cannot be calibrated or standardized")
+        rng = np.random.default_rng(self.random_state)
+        held = set()
+        if self.fpr is not None:
+            n_cal = int(round(len(others) * self.calibration_fraction))
+            if n_cal < 1 or n_cal == len(others):
+                raise ValueError(
+                    f"calibration_fraction {self.calibration_fraction} leaves no images to calibrate on"
+                )
+            held = set(rng.choice(others, size=n_cal, replace=False).tolist())
+        if self.metric not in ("lda", "standardize"):
+            raise ValueError(f"metric must be 'lda' or 'standardize', got {self.metric!r}")
+        self.encoder_ = self.encoder
+        refs, ref_ids = [], []
+        for k, identity in enumerate(labels):
+            if identity:
+                refs += [images[k]] + [transform(images[k], rng) for _ in range(self.n_augment)]
+                ref_ids += [identity] * (self.n_augment + 1)
+        raw_refs = self._raw(refs)
+        base = [k for k in others if k not in held]
+        copies = max(1, self.n_augment // 2)
+        raw_base = self._raw(
+            [img for k in base for img in [images[k], *(transform(images[k], rng) for _ in range(copies))]]
+        )
+        features = np.concatenate([raw_refs, raw_base])
+        self.mean_ = features.mean(0)
+        scale = features.std(0) + 1e-6
+        if self.metric == "lda":
+            from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+            groups = np.concatenate(
+                [
+                    np.array([f"forget:{i}" for i in ref_ids]),
+                    np.repeat([f"other:{k}" for k in base], copies + 1),
+                ]
+            )
+            lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(
+                (features - self.mean_) / scale, groups
+            )
+            self.projection_ = (lda.scalings_[:, : lda._max_components] / scale[:, None]).astype(np.float32)
+        else:
+            self.projection_ = np.diag(1.0 / scale).astype(np.float32)
+        self.references_ = self._normalize(raw_refs)
+        self.identities_ = np.array(forget)
+        self.reference_owner_ = np.array([forget.index(i) for i in ref_ids])
+        self.calibrator_ = None
+        if held:
+            cal = [
+                transform(images[k], rng) for k in sorted(held) for _ in range(max(1, self.n_augment // 4))
+            ]
+            self.calibrator_ = ConformalCalibrator(self.score(cal))
+        return self
+
+    def calibrate(self, negative_images: Sequence[Any]) -> ImageIdentityClassifier:
+        """Calibrate on held-out images of other people (ideally transformed like the traffic to expect)."""
+        self.calibrator_ = ConformalCalibrator(self.score(negative_images))
+        return self
+
+    def similarities(self, images: Sequence[Any]) -> np.ndarray:
+        """``[N, n_identities]``: best cosine similarity of each image to each forget identity's references."""
+        self._check_fitted()
+        if not len(images):
+            raise ValueError("no images to score")
+        sims = self._embed(images) @ self.references_.T
+        out = np.full((sims.shape[0], len(self.identities_)), -1.0)
+        for j in range(len(self.identities_)):
+            out[:, j] = sims[:, self.reference_owner_ == j].max(1)
+        return out
+
+    def score(self, images: Sequence[Any]) -> np.ndarray:
+        return self.similarities(images).max(1)
+
+    def identify(self, images: Sequence[Any]) -> list[str]:
+        """The most similar forget identity per image (whether or not it is flagged)."""
+        return [str(self.identities_[j]) for j in self.similarities(images).argmax(1)]
+
+    def p_values(self, images: Sequence[Any]) -> np.ndarray:
+        if getattr(self, "calibrator_", None) is None:
+            raise NotFittedError(
+                "this ImageIdentityClassifier is not calibrated; fit with fpr set or call calibrate()"
+            )
+        return self.calibrator_.p_values(self.score(images))
+
+    def predict(self, images: Sequence[Any]) -> np.ndarray:
+        if self.fpr is None:
+            raise ValueError("predict needs fpr; use score() or p_values() for an uncalibrated classifier")
+        return (self.p_values(images) <= self.fpr).astype(int)
+
+    def _raw(self, images: Sequence[Any]) -> np.ndarray:
+        raw = np.asarray(self.encoder_.encode(images), dtype=np.float32)
+        if raw.ndim != 2 or raw.shape[0] != len(images):
+            raise ValueError(f"the image encoder returned shape {raw.shape} for {len(images)} images")
+        return raw
+
+    def _normalize(self, raw: np.ndarray) -> np.ndarray:
+        z = (raw - self.mean_) @ self.projection_
+        return (z / np.linalg.norm(z, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
+
+    def _embed(self, images: Sequence[Any]) -> np.ndarray:
+        return self._normalize(self._raw(images))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "references_"):
+            raise NotFittedError(
+                "this ImageIdentityClassifier is not fitted yet; call fit(images, identities) first"
+            )
+
+    # ------------------------------------------------------------ persistence
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not hasattr(self.encoder_, "save"):
+            raise TypeError(f"{type(self.encoder_).__name__} cannot be saved; use a VisionTowerEncoder")
+        spec = self.encoder_.save(folder / "encoder")
+        arrays = {
+            "mean": self.mean_,
+            "projection": self.projection_,
+            "references": self.references_,
+            "reference_owner": self.reference_owner_,
+        }
+        if self.calibrator_ is not None:
+            arrays["calibration_negatives"] = self.calibrator_.negatives_
+        save_arrays(folder / "references.safetensors", arrays)
+        config = {
+            "encoder": spec,
+            "identities": self.identities_.tolist(),
+            "fpr": self.fpr,
+            "metric": self.metric,
+            "n_augment": self.n_augment,
+            "calibration_fraction": self.calibration_fraction,
+            "random_state": self.random_state,
+        }
+        return write_meta(folder, self, config).parent
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, *, encoder: ImageEncoder | None = None
+    ) -> ImageIdentityClassifier:
+        folder = Path(folder)
+        config = read_meta(folder, cls)
+        arrays = load_arrays(folder / "references.safetensors")
+        if encoder is None:
+            if config["encoder"].get("kind") != "vision_tower":
+                raise ClassifierFileError(f"{folder}: unknown image encoder {config['encoder']!r}")
+            encoder = VisionTowerEncoder.load(folder / "encoder", config["encoder"])
+        model = cls(
+            encoder,
+            fpr=config["fpr"],
+            metric=config["metric"],
+            n_augment=config["n_augment"],
+            calibration_fraction=config["calibration_fraction"],
+            random_state=config["random_state"],
+        )
+        model.encoder_ = encoder
+        model.mean_, model.projection_ = arrays["mean"], arrays["projection"]
+        model.references_, model.reference_owner_ = arrays["references"], arrays["reference_owner"]
+        model.identities_ = np.array(config["identities"])
+        negatives = arrays.get("calibration_negatives")
+        model.calibrator_ = ConformalCalibrator(negatives) if negatives is not None else None
+        return model

@@ -1,0 +1,225 @@
+"""Fit the guard's classifier on profiles and measure it: error rates per modality and a robustness table.
+
+People are split three ways so every reported rate is honest: the detectors are fitted on some other people,
+calibrated on others, and false-positive rates are measured on a third group never seen before. Held-out rates use
+paraphrased questions and transformed images (MLLMU-Bench's Test_Set) that no detector was fitted on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from classifiers.attacks import FAMILIES
+from classifiers.augment import transform
+from classifiers.calibration import false_negative_rate, false_positive_rate
+from classifiers.image import ImageEncoder, ImageIdentityClassifier
+from classifiers.multimodal import MultimodalClassifier
+from classifiers.prompts import TEMPLATES, general_prompts
+from classifiers.terms import TermDetector
+from classifiers.text import TextClassifier
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Profile:
+    """One person: questions that name them (text-only), questions about "this person" (sent with the image),
+    and held-out paraphrases and transformed images of the same person."""
+
+    identity: str
+    name: str
+    text_questions: list[str]
+    image_questions: list[str] = field(default_factory=list)
+    image: Any = None
+    held_out_text_questions: list[str] = field(default_factory=list)
+    held_out_image_questions: list[str] = field(default_factory=list)
+    held_out_images: list[Any] = field(default_factory=list)
+
+
+def split_people(
+    people: Sequence[Profile], seed: int, fractions: tuple[float, float] = (0.5, 0.25)
+) -> tuple[list, list, list]:
+    """``(fit, calibrate, test)`` groups of people."""
+    order = np.random.default_rng(seed).permutation(len(people))
+    a = int(round(len(people) * fractions[0]))
+    b = a + int(round(len(people) * fractions[1]))
+    pick = [people[i] for i in order]
+    return pick[:a], pick[a:b], pick[b:]
+
+
+def fit_classifier(
+    forget: Sequence[Profile],
+    retain: Sequence[Profile],
+    celebrities: Sequence[Profile] = (),
+    *,
+    fpr: float = 0.01,
+    text_encoder: Any = "minilm",
+    image_encoder: ImageEncoder | None = None,
+    seed: int = 0,
+    robustness_per_family: int = 200,
+) -> tuple[MultimodalClassifier, dict[str, Any]]:
+    """Fit, calibrate and evaluate; returns the classifier and the report (``classifier_report.json``)."""
+    if not forget or not retain:
+        raise ValueError("need forget-set and retain-set profiles")
+    rng = np.random.default_rng(seed)
+    groups = {"retain": split_people(retain, seed), "celebrity": split_people(celebrities, seed + 1)}
+    n = len(TEMPLATES)
+    general = {
+        "fit": general_prompts(templates=slice(0, n // 2), seed=seed),
+        "calibrate": general_prompts(templates=slice(n // 2, 3 * n // 4), seed=seed),
+        "test": general_prompts(templates=slice(3 * n // 4, n), seed=seed),
+    }
+    fit_people = groups["retain"][0] + groups["celebrity"][0]
+
+    # Text head: forget questions vs other people's questions ("this person" ones too) and general prompts.
+    positives = [q for p in forget for q in p.text_questions]
+    negatives = [q for p in fit_people for q in p.text_questions + p.image_questions] + general["fit"]
+    negatives += [q for p in forget for q in p.image_questions]  # the words alone do not identify anyone
+    logger.info("text head: %d forget prompts, %d others", len(positives), len(negatives))
+    text = TextClassifier(text_encoder, fpr=None, random_state=seed).fit(
+        positives + negatives, [1] * len(positives) + [0] * len(negatives)
+    )
+    terms = TermDetector().fit(
+        {p.identity: p.name for p in forget}, negatives=[p.name for p in fit_people] + negatives
+    )
+    image = None
+    if image_encoder is not None and all(p.image is not None for p in forget):
+        others = [p for p in fit_people if p.image is not None]
+        image = ImageIdentityClassifier(image_encoder, fpr=None, random_state=seed).fit(
+            [p.image for p in forget] + [p.image for p in others],
+            [p.identity for p in forget] + [None] * len(others),
+        )
+    classifier = MultimodalClassifier(text, terms, image, fpr=fpr)
+
+    cal_people = groups["retain"][1] + groups["celebrity"][1]
+    calibration: list[Any] = [q for p in cal_people for q in p.text_questions] + general["calibrate"]
+    if image is not None:
+        calibration += [
+            {"text": _pick(p.image_questions, rng), "image": transform(p.image, rng)}
+            for p in cal_people
+            if p.image is not None and p.image_questions
+            for _ in range(4)
+        ]
+    classifier.calibrate(calibration)
+
+    report = {
+        "fpr_target": fpr,
+        "counts": {
+            "forget_people": len(forget),
+            "fit_people": len(fit_people),
+            "calibration_people": len(cal_people),
+            "test_people": len(groups["retain"][2]) + len(groups["celebrity"][2]),
+            "text_head_prompts": len(positives) + len(negatives),
+            "calibration_requests": len(calibration),
+        },
+        "calibration": classifier.describe(),
+        "aliases": len(terms.aliases_),
+        "rates": evaluate(classifier, forget, groups, general["test"], rng),
+        "robustness": robustness(
+            classifier, forget, groups["retain"][2] + groups["celebrity"][2], rng, robustness_per_family
+        ),
+    }
+    return classifier, report
+
+
+def evaluate(
+    classifier: MultimodalClassifier,
+    forget: Sequence[Profile],
+    groups: dict[str, tuple[list, list, list]],
+    general_test: Sequence[str],
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """FNR on the forget set, FPR on test-group retain and celebrity people and general prompts; per modality,
+    on the training questions and on held-out paraphrases / transformed images."""
+
+    def flags(requests: list[Any]) -> list[bool]:
+        return [f.flagged for f in classifier.flag(requests)] if requests else []
+
+    def text_requests(people: Sequence[Profile], held_out: bool) -> list[str]:
+        return [q for p in people for q in (p.held_out_text_questions if held_out else p.text_questions)]
+
+    def image_requests(people: Sequence[Profile], held_out: bool) -> list[dict[str, Any]]:
+        out = []
+        for p in people:
+            if held_out:
+                questions = p.held_out_image_questions or p.image_questions
+                out += [
+                    {"text": _pick(questions, rng), "image": img} for img in p.held_out_images if questions
+                ]
+            elif p.image is not None:
+                out += [{"text": q, "image": p.image} for q in p.image_questions]
+        return out
+
+    rates: dict[str, Any] = {}
+    modalities: dict[str, Callable] = {"text": text_requests}
+    if classifier.image is not None:
+        modalities["image"] = image_requests
+    for modality, build in modalities.items():
+        for held_out in (False, True):
+            row = {"forget_fnr": false_negative_rate(flags(build(forget, held_out))).to_dict()}
+            for group, (_, _, test) in groups.items():
+                row[f"{group}_fpr"] = false_positive_rate(flags(build(test, held_out))).to_dict()
+            if modality == "text" and not held_out:
+                row["general_fpr"] = false_positive_rate(flags(list(general_test))).to_dict()
+            rates.setdefault(modality, {})["held_out" if held_out else "train"] = row
+    return rates
+
+
+def robustness(
+    classifier: MultimodalClassifier,
+    forget: Sequence[Profile],
+    others: Sequence[Profile],
+    rng: np.random.Generator,
+    per_family: int = 200,
+) -> dict[str, Any]:
+    """Per attack family: FNR on attacked forget questions and FPR on the same attack of other people's."""
+    table = {}
+    for family, attack in FAMILIES.items():
+        rows = {}
+        for label, people in (("fnr", forget), ("fpr", others)):
+            pool = [(p, q) for p in people for q in (p.held_out_text_questions or p.text_questions)]
+            if not pool:
+                continue
+            picks = rng.choice(len(pool), size=min(per_family, len(pool)), replace=False)
+            prompts = [attack(pool[i][1], pool[i][0].name, rng) for i in picks]
+            flagged = [f.flagged for f in classifier.flag(prompts)]
+            rows[label] = (
+                false_negative_rate(flagged) if label == "fnr" else false_positive_rate(flagged)
+            ).to_dict()
+        table[family] = rows
+    return table
+
+
+def _pick(options: Sequence[str], rng: np.random.Generator) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """A plain-text table of the report's rates and robustness."""
+
+    def pct(entry: dict[str, Any] | None) -> str:
+        if not entry or entry["rate"] is None:
+            return "     -"
+        return f"{100 * entry['rate']:5.1f}%"
+
+    lines = [
+        f"target FPR {100 * report['fpr_target']:.1f}%",
+        "",
+        f"{'modality':9} {'split':9} {'forget FNR':>10} "
+        f"{'retain FPR':>10} {'celeb FPR':>10} {'general FPR':>11}",
+    ]
+    for modality, splits in report["rates"].items():
+        for split, row in splits.items():
+            lines.append(
+                f"{modality:9} {split:9} {pct(row.get('forget_fnr')):>10} {pct(row.get('retain_fpr')):>10} "
+                f"{pct(row.get('celebrity_fpr')):>10} {pct(row.get('general_fpr')):>11}"
+            )
+    lines += ["", f"{'attack family':20} {'FNR':>7} {'FPR (others)':>13}"]
+    for family, row in report["robustness"].items():
+        lines.append(f"{family:20} {pct(row.get('fnr')):>7} {pct(row.get('fpr')):>13}")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""``eco-guard train-classifier``: fit the guard's prompt classifier on an MLLMU-Bench folder, write it into the
+guard folder with ``classifier_report.json`` and print the report's table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+HELP = "fit the prompt classifier (text, names, image) on MLLMU-Bench data and report its error rates"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, type=Path, help="MLLMU-Bench folder (hub layout, parquet shards)"
+    )
+    parser.add_argument("--forget", default="forget_5", help="forget split (default forget_5)")
+    parser.add_argument(
+        "--retain", default=None, help="retain split (default: the complement, e.g. retain_95)"
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="guard folder; the classifier goes to OUT/classifier"
+    )
+    parser.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate (default 0.01)")
+    parser.add_argument(
+        "--text-encoder", default="minilm", help="HF encoder folder or alias (default minilm)"
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="the guarded MLLM (folder or hub id) whose vision tower encodes images; default: the tiny LLaVA "
+        "architecture of eco_guard.models.build_llava (seeded)",
+    )
+    parser.add_argument("--no-image", action="store_true", help="text detectors only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--robustness-per-family", type=int, default=200, help="attacked prompts per family")
+
+
+def _field(row: dict[str, Any], name: str, default: Any) -> Any:
+    value = row.get(name, default)
+    if isinstance(value, str) and name != "image":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return default
+    return default if value is None else value
+
+
+def _questions(row: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``(text-only questions, image+text questions)`` of a profile row, as the benchmark's prompts pose them."""
+    text, image = [], []
+    tasks = _field(row, "Classification_Task", {})
+    for key, bucket in (("Pure_Text_Questions", text), ("Image_Textual_Questions", image)):
+        for item in tasks.get(key, []) or []:
+            options = item.get("Options") or {}
+            if isinstance(options, str):
+                options = json.loads(options)
+            lines = [f"{k}: {v}" for k, v in sorted(options.items()) if v is not None]
+            bucket.append("\n".join([item["Question"], *lines]))
+    for task in ("Generation_Task", "Mask_Task"):
+        for item in _field(row, task, []) or []:
+            question = item["Question"].replace("__", "[Blank]")
+            (image if item.get("Type") == "Image_Textual" else text).append(question)
+    return text, image
+
+
+def profiles_from_mllmu(root: Path, forget: str, retain: str) -> tuple[list, list, list]:
+    """Forget, retain and celebrity profiles: Full_Set questions and images, with Test_Set paraphrases and
+    transformed images as held-out material."""
+    from benchmarks.mllmu.loader import load_config
+    from classifiers.training import Profile
+
+    def ids(config: str) -> set[str]:
+        return {str(r["ID"]) for r in load_config(root, config)}
+
+    full = {str(r["ID"]): r for r in load_config(root, "Full_Set")}
+    test = {str(r["ID"]): r for r in load_config(root, "Test_Set")}
+
+    def profile(row: dict[str, Any], held: dict[str, Any] | None) -> Profile:
+        name = _field(row, "biography", {}).get("Name")
+        if not name:
+            raise ValueError(f"profile {row.get('ID')!r} has no biography Name")
+        text, image = _questions(row)
+        held_text, held_image = _questions(held) if held else ([], [])
+        images = (held or {}).get("images") or []
+        return Profile(
+            identity=str(row["ID"]),
+            name=name,
+            text_questions=text,
+            image_questions=image,
+            image=row.get("image"),
+            held_out_text_questions=held_text,
+            held_out_image_questions=held_image,
+            held_out_images=list(images),
+        )
+
+    forget_ids, retain_ids = ids(forget), ids(retain)
+    overlap = forget_ids & retain_ids
+    if overlap:
+        raise ValueError(f"{forget} and {retain} share profiles {sorted(overlap)[:5]}")
+    missing = sorted((forget_ids | retain_ids) - set(full))
+    if missing:
+        raise ValueError(f"profiles {missing[:5]} of {forget}/{retain} are not in Full_Set")
+    forget_people = [profile(full[i], test.get(i)) for i in sorted(forget_ids)]
+    retain_people = [profile(full[i], test.get(i)) for i in sorted(retain_ids)]
+    celebrities = [profile(r, None) for r in load_config(root, "Retain_Set")]
+    return forget_people, retain_people, celebrities
+
+
+def run(args: argparse.Namespace) -> int:
+    from classifiers.image import VisionTowerEncoder
+    from classifiers.training import fit_classifier, summary_table
+    from eco_guard.guard import CLASSIFIER_DIR
+
+    if not 0 < args.fpr < 1:
+        raise ValueError(f"--fpr must lie in (0, 1), got {args.fpr}")
+    from benchmarks.mllmu.loader import retain_split
+
+    retain = args.retain or retain_split(args.forget)
+    forget_people, retain_people, celebrities = profiles_from_mllmu(args.data, args.forget, retain)
+    encoder = None
+    if not args.no_image:
+        if args.model:
+            from eco_guard.models import load_model
+
+            model, processor = load_model(args.model)
+        else:
+            from eco_guard.models import build_llava
+
+            model, processor = build_llava(None, seed=args.seed)
+        encoder = VisionTowerEncoder.from_mllm(model, processor)
+    classifier, report = fit_classifier(
+        forget_people,
+        retain_people,
+        celebrities,
+        fpr=args.fpr,
+        text_encoder=args.text_encoder,
+        image_encoder=encoder,
+        seed=args.seed,
+        robustness_per_family=args.robustness_per_family,
+    )
+    report["data"] = {"root": str(args.data), "forget": args.forget, "retain": retain, "seed": args.seed}
+    folder = classifier.save_pretrained(args.out / CLASSIFIER_DIR)
+    path = args.out / "classifier_report.json"
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(summary_table(report))
+    print(f"\nclassifier: {folder}\nreport: {path}")
+    return 0

@@ -1,0 +1,66 @@
+"""Image identity matching with the guarded MLLM's own (tiny, randomly initialized) vision tower."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from clf_fixture import portrait
+from sklearn.exceptions import NotFittedError
+
+from classifiers.augment import TRANSFORMS, transform
+from classifiers.image import CallableImageEncoder, ImageIdentityClassifier
+
+
+@pytest.fixture(scope="module")
+def identity(tower_encoder):
+    images = [portrait(i, size=96) for i in range(60)]
+    labels = [f"p{i}" if i < 10 else None for i in range(60)]
+    return ImageIdentityClassifier(tower_encoder, fpr=0.1, n_augment=8).fit(images, labels)
+
+
+def test_transformed_forget_images_match_their_identity(identity) -> None:
+    rng = np.random.default_rng(7)
+    queries = [transform(portrait(i, size=96), rng) for i in range(10) for _ in range(3)]
+    strangers = [transform(portrait(i, size=96), rng) for i in range(500, 530)]
+    hits = identity.identify(queries)
+    assert np.mean([h == f"p{k // 3}" for k, h in enumerate(hits)]) >= 0.8
+    pos, neg = identity.score(queries), identity.score(strangers)
+    assert (pos[:, None] > neg[None, :]).mean() > 0.8  # AUC
+    assert identity.predict(queries).mean() > identity.predict(strangers).mean()
+
+
+def test_every_transform_kind_runs() -> None:
+    rng = np.random.default_rng(0)
+    img = portrait(1, size=64)
+    for kind in TRANSFORMS:
+        out = transform(img, rng, [kind])
+        assert out.mode == "RGB" and min(out.size) >= 8
+    with pytest.raises(ValueError, match="unknown transforms"):
+        transform(img, rng, ["blur"])
+
+
+def test_save_load_keeps_the_tower(identity, tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    queries = [transform(portrait(i, size=96), rng) for i in (0, 3, 400)]
+    identity.save_pretrained(tmp_path)
+    assert (tmp_path / "encoder" / "vision_tower" / "model.safetensors").is_file()
+    loaded = ImageIdentityClassifier.from_pretrained(tmp_path)
+    np.testing.assert_allclose(loaded.score(queries), identity.score(queries), atol=1e-4)
+
+
+def test_errors() -> None:
+    fake = CallableImageEncoder(lambda imgs: np.random.default_rng(0).normal(size=(len(imgs), 8)))
+    with pytest.raises(NotFittedError):
+        ImageIdentityClassifier(fake).score([portrait(0)])
+    with pytest.raises(ValueError, match="no forget identity"):
+        ImageIdentityClassifier(fake).fit([portrait(0), portrait(1)], [None, None])
+    with pytest.raises(ValueError, match="2 images but 1"):
+        ImageIdentityClassifier(fake).fit([portrait(0), portrait(1)], ["a"])
+    with pytest.raises(TypeError, match="encoder"):
+        ImageIdentityClassifier(None).fit([portrait(0)], ["a"])
+    model = ImageIdentityClassifier(fake, fpr=None, n_augment=1, metric="standardize")
+    model.fit([portrait(i) for i in range(6)], ["a", None, None, None, None, None])
+    with pytest.raises(TypeError, match="cannot be saved"):
+        model.save_pretrained("/tmp/never-written")
+    with pytest.raises(NotFittedError, match="not calibrated"):
+        model.p_values([portrait(0)])

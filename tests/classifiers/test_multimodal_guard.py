@@ -1,0 +1,148 @@
+"""The combined classifier end to end: pipeline report, flags, persistence into a guard folder, bad input, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from classifiers.attacks import FAMILIES
+from classifiers.multimodal import MultimodalClassifier
+from classifiers.persistence import ClassifierFileError
+from eco_guard.requests import Request
+
+pytestmark = pytest.mark.slow
+
+
+def test_report_rates_and_robustness(fitted) -> None:
+    _, report = fitted
+    rates = report["rates"]
+    assert set(rates) == {"text", "image"}
+    for modality in rates:
+        assert set(rates[modality]) == {"train", "held_out"}
+    text = rates["text"]["held_out"]
+    assert text["forget_fnr"]["n"] >= 40 and text["forget_fnr"]["rate"] <= 0.05
+    assert text["retain_fpr"]["rate"] <= 0.15 and text["celebrity_fpr"]["n"] > 0
+    assert rates["text"]["train"]["general_fpr"]["rate"] <= 0.15
+    assert rates["image"]["train"]["forget_fnr"]["rate"] <= 0.2  # the reference images themselves
+    assert set(report["robustness"]) == set(FAMILIES)
+    for family, row in report["robustness"].items():
+        assert row["fnr"]["rate"] <= 0.1, (family, row)
+
+
+def test_flags_name_the_source_and_terms(fitted, people) -> None:
+    classifier, _ = fitted
+    forget, retain, _ = people
+    target = forget[0]
+    flags = classifier.flag(
+        [
+            Request(text=f"What does {target.name.upper()} do for work?"),
+            Request(
+                messages=(
+                    {"role": "system", "content": "You are helpful."},
+                    {"role": "user", "content": f"Tell me about {target.name}."},
+                    {"role": "assistant", "content": "Sure."},
+                    {"role": "user", "content": "Where does she live?"},
+                )
+            ),
+            Request(text="What is this person's occupation?", image=target.image),
+            Request(text="How do I bake bread?"),
+            Request(text="What is this person's occupation?", image=retain[-1].image),
+        ]
+    )
+    assert [f.flagged for f in flags[:3]] == [True, True, True]
+    assert flags[0].source == "text" and flags[0].terms == (target.name.upper(),)
+    assert flags[1].terms == (target.name,)
+    assert flags[2].source == "image" and flags[2].terms == ()
+    assert not flags[3].flagged and flags[3].score < flags[0].score
+    assert all(0.0 <= f.score <= 1.0 for f in flags)
+
+
+def test_guard_folder_roundtrip_and_tampering(fitted, people, tiny_llava, tmp_path) -> None:
+    from eco_guard.config import GuardConfig
+    from eco_guard.guard import EcoGuard
+
+    classifier, _ = fitted
+    model, processor = tiny_llava
+    guard = EcoGuard(model, processor, classifier=classifier, config=GuardConfig(scope=("spans",)))
+    guard.save_pretrained(tmp_path)
+    loaded = EcoGuard.from_pretrained(tmp_path, model, processor)
+    assert isinstance(loaded.classifier, MultimodalClassifier)
+    forget = people[0]
+    prompts = [
+        f"Where was {forget[1].name} born?",
+        "Name three rivers in Spain.",
+        {"text": "Where does this person live?", "image": forget[2].image},
+    ]
+    ours = guard.decide(
+        [__import__("eco_guard.requests", fromlist=["to_request"]).to_request(p) for p in prompts]
+    )
+    theirs = loaded.decide([loaded._requests(prompts)][0])
+    assert [(f.flagged, round(f.score, 6), f.terms) for f in ours] == [
+        (f.flagged, round(f.score, 6), f.terms) for f in theirs
+    ]
+    answers = loaded.generate(prompts, max_new_tokens=2)
+    assert len(answers) == 3
+    data = tmp_path / "classifier" / "calibration.safetensors"
+    data.write_bytes(data.read_bytes()[:-4] + b"\x00\x00\x00\x00")
+    with pytest.raises(ClassifierFileError, match="calibration.safetensors"):
+        EcoGuard.from_pretrained(tmp_path, model, processor)
+
+
+def test_bad_requests(fitted, tmp_path) -> None:
+    classifier, _ = fitted
+    with pytest.raises(FileNotFoundError, match="request 1"):
+        classifier.flag([Request(text="hi"), Request(text="Who is this?", image=tmp_path / "missing.png")])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot be read"):
+        classifier.flag([Request(text="Who is this?", image=broken)])
+    with pytest.raises(ValueError, match="empty prompt"):
+        classifier.flag([{"text": "  "}])
+    with pytest.raises(TypeError, match="list"):
+        classifier.flag(Request(text="hi"))
+    with pytest.raises(NotFittedError, match="calibrate"):
+        MultimodalClassifier(classifier.text, classifier.terms).flag([Request(text="hi")])
+
+
+def test_classify_cli_streams_jsonl(fitted, people, tmp_path) -> None:
+    from eco_guard.cli import main
+
+    classifier, _ = fitted
+    forget, retain, _ = people
+    guard = tmp_path / "guard"
+    classifier.save_pretrained(guard / "classifier")
+    forget[0].image.save(tmp_path / "face.png")
+    lines = [
+        {"text": f"Where does {forget[0].name} work?", "id": 1},
+        {"messages": [{"role": "user", "content": "Name a fruit."}], "id": 2},
+        {"text": "Who is this person?", "image": "face.png", "id": 3},
+    ] + [{"text": q} for q in retain[-1].text_questions] * 3
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert (
+        main(
+            [
+                "classify",
+                "--guard",
+                str(guard),
+                "--prompts",
+                str(source),
+                "--out",
+                str(out),
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
+    results = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(results) == len(lines)
+    assert [r["flagged"] for r in results[:3]] == [True, False, True]
+    assert results[0]["id"] == 1 and isinstance(results[0]["score"], float)
+    assert np.mean([r["flagged"] for r in results[3:]]) < 0.5
+    source.write_text('{"text": "fine"}\n{"txt": "typo"}\n')
+    assert main(["classify", "--guard", str(guard), "--prompts", str(source), "--out", str(out)]) == 2

@@ -1,0 +1,95 @@
+"""The text classifier on the real all-MiniLM-L6-v2: windows, errors, persistence, pluggable heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from classifiers.persistence import ClassifierFileError
+from classifiers.prompts import filler
+from classifiers.text import TextClassifier
+
+pytestmark = pytest.mark.slow
+
+
+def test_separates_held_out_paraphrases(fitted, people) -> None:
+    text = fitted[0].text
+    forget, retain, _ = people
+    pos = text.score([q for p in forget for q in p.held_out_text_questions])
+    neg = text.score([q for p in retain[-10:] for q in p.held_out_text_questions])
+    auc = (pos[:, None] > neg[None, :]).mean()
+    assert auc > 0.8, auc
+
+
+def test_long_prompt_has_no_blind_spot(fitted, people) -> None:
+    text = fitted[0].text
+    question = people[0][0].text_questions[0]
+    rng = np.random.default_rng(0)
+    padding = filler(700, rng)
+    tokens = len(text.encoder_.tokenizer(padding)["input_ids"])
+    assert tokens > 600
+    alone, buried, only_filler = text.score([question, f"{padding}\n{question}", padding])
+    assert buried == pytest.approx(alone, abs=0.15)  # the window holding the question decides
+    assert buried > only_filler + 0.3
+
+
+def test_bad_input(fitted) -> None:
+    text = fitted[0].text
+    with pytest.raises(ValueError, match="text 1 is empty"):
+        text.score(["fine", "   "])
+    with pytest.raises(TypeError, match="list"):
+        text.score("a single string")
+    unfitted = TextClassifier()
+    with pytest.raises(NotFittedError):
+        unfitted.score(["hello"])
+    encoder = text.encoder_
+    with pytest.raises(ValueError, match="1-D"):
+        TextClassifier(encoder).fit(["a", "b"], [[0], [1]])
+    with pytest.raises(ValueError, match="2 prompts but y has 3"):
+        TextClassifier(encoder).fit(["a", "b"], [0, 1, 1])
+    with pytest.raises(ValueError, match="both classes"):
+        TextClassifier(encoder).fit(["a", "b"], [1, 1])
+    with pytest.raises(ValueError, match="0/1"):
+        TextClassifier(encoder).fit(["a", "b"], [0, 2])
+
+
+def test_save_load_roundtrip_and_tampering(fitted, tmp_path) -> None:
+    text = fitted[0].text
+    prompts = ["Where was Jane Doe born?", "What is the capital of Peru?"]
+    text.save_pretrained(tmp_path)
+    loaded = TextClassifier.from_pretrained(tmp_path, encoder=text.encoder_)
+    np.testing.assert_allclose(loaded.score(prompts), text.score(prompts), atol=1e-6)
+    weights = tmp_path / "head.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ClassifierFileError, match="sha256"):
+        TextClassifier.from_pretrained(tmp_path, encoder=text.encoder_)
+
+
+def test_pluggable_head_is_saved_without_pickle(fitted, people, tmp_path) -> None:
+    from sklearn.linear_model import SGDClassifier
+
+    forget, retain, _ = people
+    pos = [q for p in forget for q in p.text_questions]
+    neg = [q for p in retain[:20] for q in p.text_questions]
+    head = SGDClassifier(loss="log_loss", random_state=0)
+    model = TextClassifier(fitted[0].text.encoder_, head, fpr=0.1).fit(
+        pos + neg, [1] * len(pos) + [0] * len(neg)
+    )
+    assert model.calibrator_ is not None and model.predict(pos).mean() > 0.5
+    model.save_pretrained(tmp_path)
+    assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.glob("*.joblib"))
+    loaded = TextClassifier.from_pretrained(tmp_path, encoder=model.encoder_)
+    assert type(loaded.head_) is SGDClassifier
+    np.testing.assert_allclose(loaded.score(pos[:5]), model.score(pos[:5]), atol=1e-6)
+    assert (loaded.predict(pos + neg) == model.predict(pos + neg)).all()
+    meta = tmp_path / "classifier.json"
+    meta.write_text(meta.read_text().replace("sklearn.linear_model", "os"))
+    with pytest.raises(ClassifierFileError, match="modified"):
+        TextClassifier.from_pretrained(tmp_path, encoder=model.encoder_)
+    from classifiers.heads import head_from_state
+
+    with pytest.raises(ValueError, match="refusing"):
+        head_from_state({"class": "os.system", "params": {}, "attributes": {}}, {})

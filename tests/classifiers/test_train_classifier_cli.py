@@ -1,0 +1,57 @@
+"""``eco-guard train-classifier`` on a synthetic MLLMU-Bench folder, then ``eco-guard classify`` on its guard."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_then_classify(tmp_path, capsys) -> None:
+    from benchmarks.mllmu.loader import load_config
+    from benchmarks.mllmu.synthetic import write_synthetic
+    from eco_guard.cli import main
+    from eco_guard.guard import load_classifier
+
+    data = write_synthetic(tmp_path / "mllmu", n_profiles=40, n_celebrities=6, seed=1, image_size=64)
+    guard = tmp_path / "guard"
+    argv = ["train-classifier", "--data", str(data), "--forget", "forget_10", "--out", str(guard), "--fpr", "0.2",
+            "--robustness-per-family", "8"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "forget FNR" in printed and "buried_600_tokens" in printed
+    report = json.loads((guard / "classifier_report.json").read_text())
+    assert report["data"]["retain"] == "retain_90"
+    assert set(report["rates"]) == {"text", "image"}
+    assert report["rates"]["text"]["held_out"]["forget_fnr"]["n"] > 0
+    assert load_classifier(guard) is not None
+
+    forget = load_config(data, "forget_10")
+    name = forget[0]["biography"]["Name"]
+    forget[0]["image"].save(tmp_path / "face.png")
+    requests = [{"text": f"Where does {name} live?"}, {"text": "What is this person's job?", "image": "face.png"},
+                {"text": "What is the capital of Kenya?"}]  # fmt: skip
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))
+    out = tmp_path / "out.jsonl"
+    assert (
+        main(["classify", "--guard", str(guard), "--prompts", str(tmp_path / "in.jsonl"), "--out", str(out)])
+        == 0
+    )
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["flagged"] for r in results] == [True, True, False]
+
+
+def test_bad_arguments(tmp_path) -> None:
+    from eco_guard.cli import main
+
+    assert main(["train-classifier", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "g")]) == 2
+    assert (
+        main(["train-classifier", "--data", str(tmp_path), "--forget", "forget_7", "--out", str(tmp_path)])
+        == 2
+    )
+    assert (
+        main(["classify", "--guard", str(tmp_path), "--prompts", str(tmp_path / "x.jsonl"), "--out", "o"])
+        == 2
+    )

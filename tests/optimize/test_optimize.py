@@ -1,0 +1,192 @@
+"""The search loop, its trace and its errors, on a tiny random model (the real model: test_smollm2.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from eco_guard.config import GuardConfig
+from eco_guard.corruption import apply_corruption
+from eco_guard.optimize import (
+    PLOT_NAME,
+    TRACE_NAME,
+    ScoredItem,
+    SearchSpace,
+    make_metric,
+    optimize_guard,
+    read_trace,
+)
+
+QA = [
+    ("The capital of France is", " Paris"),
+    ("The sky on a clear day is", " blue"),
+    ("Water freezes at zero degrees", " Celsius and is then called ice"),
+    ("The largest planet of the solar system is", " Jupiter"),
+]
+ITEMS = [
+    ScoredItem(q, choices=(" Paris", " blue", " Jupiter", " ice"), correct=i % 4, answer=a)
+    for i, (q, a) in enumerate(QA)
+]
+
+
+@pytest.fixture
+def guard(tiny_guard):
+    tiny_guard.config = GuardConfig(corruption="noise_first_n", strength=100.0, dims=1)
+    return tiny_guard
+
+
+def reference_logprob(guard, prompt, continuation, corrupt: bool) -> float:
+    """One sequence through the unwrapped model; prompt tokens but the last corrupted by hand."""
+    prompt_ids = guard.tokenizer(guard.render(guard._requests([prompt])[0], False))["input_ids"]
+    cont = guard.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + cont])
+    embeds = guard.model.get_input_embeddings()(ids)
+    if corrupt:
+        mask = torch.zeros(ids.shape, dtype=torch.bool)
+        mask[0, : len(prompt_ids) - 1] = True
+        cfg = guard.config
+        embeds = apply_corruption(cfg.corruption, embeds, mask, cfg.params, cfg.seed)
+    with torch.no_grad():
+        logp = torch.log_softmax(guard.model(inputs_embeds=embeds).logits[0].float(), -1)
+    return sum(logp[len(prompt_ids) - 1 + k, c].item() for k, c in enumerate(cont))
+
+
+def test_prepared_scoring_matches_one_sequence_at_a_time(guard):
+    prompts = [q for q, _ in QA]
+    options = [[" Paris", " blue"], [" blue", " green", " red"], [" Celsius and", " ice"], [" Jupiter"]]
+    batch = guard.prepare_scoring(prompts, options, flags=[True, False, True, False], chat_template=False)
+    assert len(batch.chunks[0].inputs["input_ids"]) == 1 + 1 + 2 + 1  # single-token options share one row
+    for strength in (0.5, 50.0):
+        guard.config = guard.config.replace(strength=strength)
+        got = guard.score_prepared(batch)
+        for i, (p, opts) in enumerate(zip(prompts, options, strict=True)):
+            for o, value in zip(opts, got[i], strict=True):
+                assert value == pytest.approx(reference_logprob(guard, p, o, corrupt=i in (0, 2)), abs=1e-4)
+    assert got == guard.score(prompts, options, flags=[True, False, True, False], chat_template=False)
+
+
+def test_same_seed_same_trace(guard):
+    runs = []
+    for seed in (3, 3, 4):
+        guard.config = GuardConfig()
+        result = optimize_guard(
+            guard, ITEMS, target=-9.0, metric="answer_loglik", tolerance=0.0, budget=6, seed=seed,
+            optimizer="OnePlusOne", chat_template=False, progress=False,
+        )  # fmt: skip
+        runs.append([(e.params, e.metric, e.objective) for e in result.trace])
+    assert len(runs[0]) == 6
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_trace_plot_and_best_config(guard, tmp_path):
+    result = optimize_guard(
+        guard, ITEMS, target=-10.5, metric="answer_loglik", tolerance=0.0, budget=5, chat_template=False,
+        output_dir=tmp_path, progress=False,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / TRACE_NAME).read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(5))
+    assert set(lines[0]) == {"step", "params", "metric", "gap", "penalty", "objective", "seconds"}
+    assert read_trace(tmp_path / TRACE_NAME) == result.trace
+    assert (tmp_path / PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = min(result.trace, key=lambda e: e.objective)
+    assert result.best.objective == best.objective
+    assert guard.config.strength == pytest.approx(result.best.params["strength"])
+    assert all(e.objective == pytest.approx(abs(e.metric + 10.5)) for e in result.trace)
+    # the best setting really gives the best metric
+    assert make_metric("answer_loglik", guard, ITEMS, chat_template=False)() == pytest.approx(
+        result.best.metric
+    )
+
+
+def test_stops_early_within_tolerance(guard):
+    result = optimize_guard(
+        guard,
+        ITEMS,
+        target=0.5,
+        metric="mc_accuracy",
+        tolerance=0.5,
+        budget=20,
+        chat_template=False,
+        progress=False,
+    )
+    assert result.reached and len(result.trace) == 1 and result.evaluations_to_tolerance == 1
+
+
+def test_searches_family_and_dims(guard):
+    space = SearchSpace(
+        strength=(0.1, 1000.0), corruptions=("noise_first_n", "noise_top_k", "zero_first_n"), dims=(1, 16)
+    )
+    result = optimize_guard(
+        guard, ITEMS, target=0.0, metric="mc_accuracy", tolerance=0.0, budget=8, space=space, chat_template=False,
+        progress=False,
+    )  # fmt: skip
+    for e in result.trace:
+        assert set(e.params) == {"strength", "corruption", "dims"}
+        assert (
+            0.1 <= e.params["strength"] <= 1000
+            and isinstance(e.params["dims"], int)
+            and 1 <= e.params["dims"] <= 16
+        )
+    assert len({e.params["corruption"] for e in result.trace}) > 1
+    assert (
+        guard.config.corruption == result.best.params["corruption"]
+        and guard.config.dims == result.best.params["dims"]
+    )
+
+
+def test_measured_target_from_heldout_items(guard):
+    heldout = ITEMS[2:]
+    result = optimize_guard(
+        guard,
+        ITEMS[:2],
+        target=heldout,
+        metric="answer_loglik",
+        budget=2,
+        chat_template=False,
+        progress=False,
+    )
+    guard.config = GuardConfig()
+    assert result.target == pytest.approx(
+        make_metric("answer_loglik", guard, heldout, flagged=False, chat_template=False)()
+    )
+
+
+def test_bad_input(guard):
+    def run(items=ITEMS, **kwargs):
+        args = {
+            "target": 0.25,
+            "metric": "mc_accuracy",
+            "budget": 2,
+            "chat_template": False,
+            "progress": False,
+        }
+        return optimize_guard(guard, items, **{**args, **kwargs})
+
+    with pytest.raises(ValueError, match="forget set is empty"):
+        run([])
+    with pytest.raises(ValueError, match="budget must be a positive integer"):
+        run(budget=0)
+    with pytest.raises(ValueError, match="unknown nevergrad optimizer 'NelderMeat'; did you mean NelderMead"):
+        run(optimizer="NelderMeat")
+    with pytest.raises(
+        ValueError, match=r"target 1.5 lies outside the range \[0.0, 1.0\] of metric 'mc_accuracy'"
+    ):
+        run(target=1.5)
+    with pytest.raises(ValueError, match="outside the range"):
+        run(target=0.5, metric="answer_loglik")
+    with pytest.raises(ValueError, match="held-out set for the target is empty"):
+        run(target=[])
+    with pytest.raises(ValueError, match="unknown metric 'bleu'"):
+        run(metric="bleu")
+    with pytest.raises(ValueError, match="item 0 needs at least two choices"):
+        run([ScoredItem("q", answer="a")])
+    with pytest.raises(ValueError, match="item 0 has no reference answer"):
+        run([ScoredItem("q", choices=("a", "b"), correct=0)], metric="rouge_l", target=0.1)
+    with pytest.raises(ValueError, match="nothing to search"):
+        run(space=SearchSpace(corruptions=("zero_all",)))
+    with pytest.raises(ValueError, match="unknown corruption 'blur'"):
+        run(space=SearchSpace(corruptions=("blur", "zero_all")))
+    assert guard.config == GuardConfig(corruption="noise_first_n", strength=100.0, dims=1)
