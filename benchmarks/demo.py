@@ -27,11 +27,13 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 GOAL_METRICS = ("classification_acc", "cloze_acc", "rougeL")
+SET_ORDER = ("forget", "test", "retain", "celebrity")
+MODALITY_ORDER = ("image_text", "text_only")
 PERCENT_METRICS = ("classification_acc", "classification_logprob_acc", "cloze_acc", "flag_rate")
 FORGET_TOLERANCE = 0.03
 KEEP_TOLERANCE = 0.005
 MEMORIZED_MARGIN = 0.10
-STAGE_FILE = ".stage.json"
+STAGE_PREFIX = ".stage-"
 
 
 @dataclass
@@ -66,20 +68,21 @@ def fingerprint(*parts: Any) -> str:
 def folder_digest(folder: Path) -> str:
     """Hash of every file's name and bytes under ``folder`` (what a stage's output depends on)."""
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STAGE_FILE):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(STAGE_PREFIX)):
         h.update(str(path.relative_to(folder)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
-def cached(folder: Path, key: str) -> bool:
-    stamp = folder / STAGE_FILE
+def cached(folder: Path, key: str, stage: str = "output") -> bool:
+    """Whether ``stage`` already wrote ``folder`` from the inputs hashed into ``key``."""
+    stamp = folder / f"{STAGE_PREFIX}{stage}.json"
     return stamp.is_file() and json.loads(stamp.read_text()).get("key") == key
 
 
-def mark(folder: Path, key: str) -> None:
+def mark(folder: Path, key: str, stage: str = "output") -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / STAGE_FILE).write_text(json.dumps({"key": key}) + "\n")
+    (folder / f"{STAGE_PREFIX}{stage}.json").write_text(json.dumps({"key": key}) + "\n")
 
 
 # ------------------------------------------------------------------ data
@@ -176,6 +179,12 @@ def metric_of(results: Mapping[str, Any], set_name: str, modality: str, metric: 
     return unit(metric, results.get("metrics", {}).get(set_name, {}).get(modality, {}).get(metric))
 
 
+def rows_of(results: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(set, modality) pairs present in ``results``, in a fixed order (JSON round trips sort the keys)."""
+    table = results.get("metrics", {})
+    return [(s, m) for s in SET_ORDER for m in MODALITY_ORDER if m in table.get(s, {})]
+
+
 def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Mapping[str, Any]) -> list[Goal]:
     """The demo's claims, each measured: forget ~ never-trained, retain / celebrity unchanged, vanilla memorized."""
     out = []
@@ -197,6 +206,7 @@ def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Map
             ))  # fmt: skip
     for set_name in ("retain", "celebrity"):
         for modality, values in vanilla.get("metrics", {}).get(set_name, {}).items():
+            diffs = {}
             for metric in values:
                 if metric in ("n", "flag_rate") or metric.startswith("n_"):
                     continue
@@ -204,12 +214,15 @@ def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Map
                     metric_of(vanilla, set_name, modality, metric),
                     metric_of(guarded, set_name, modality, metric),
                 )
-                if v is None or g is None:
-                    continue
-                out.append(Goal(
-                    f"{set_name} {modality} {metric}: |guarded - vanilla| <= {KEEP_TOLERANCE}",
-                    abs(g - v) <= KEEP_TOLERANCE + 1e-9, f"guarded {g:.3f} vs vanilla {v:.3f} (diff {g - v:+.3f})",
-                ))  # fmt: skip
+                if v is not None and g is not None:
+                    diffs[metric] = g - v
+            if not diffs:
+                continue
+            worst = max(diffs, key=lambda m: abs(diffs[m]))
+            out.append(Goal(
+                f"{set_name} {modality}: |guarded - vanilla| <= {KEEP_TOLERANCE} on all {len(diffs)} metrics",
+                abs(diffs[worst]) <= KEEP_TOLERANCE + 1e-9, f"largest change {diffs[worst]:+.3f} ({worst})",
+            ))  # fmt: skip
     return out
 
 
@@ -220,16 +233,16 @@ def table(vanilla: Mapping[str, Any], guarded: Mapping[str, Any] | None, referen
         "| set | modality | n | flagged | " + " | ".join(cols) + " |",
         "|---|---|---|---|" + "---|" * len(cols),
     ]
-    for set_name, by_modality in vanilla.get("metrics", {}).items():
-        for modality, values in by_modality.items():
-            cells = []
-            for metric in GOAL_METRICS:
-                for source in (vanilla, guarded, reference):
-                    value = None if source is None else metric_of(source, set_name, modality, metric)
-                    cells.append("-" if value is None else f"{value:.3f}")
-            flag = metric_of(guarded, set_name, modality, "flag_rate") if guarded else None
-            lines.append(f"| {set_name} | {modality} | {values.get('n', '-')} | "
-                         f"{'-' if flag is None else f'{flag:.0%}'} | " + " | ".join(cells) + " |")  # fmt: skip
+    for set_name, modality in rows_of(vanilla):
+        values = vanilla["metrics"][set_name][modality]
+        cells = []
+        for metric in GOAL_METRICS:
+            for source in (vanilla, guarded, reference):
+                value = None if source is None else metric_of(source, set_name, modality, metric)
+                cells.append("-" if value is None else f"{value:.3f}")
+        flag = metric_of(guarded, set_name, modality, "flag_rate") if guarded else None
+        lines.append(f"| {set_name} | {modality} | {values.get('n', '-')} | "
+                     f"{'-' if flag is None else f'{flag:.0%}'} | " + " | ".join(cells) + " |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -285,12 +298,11 @@ def figure(path: Path, sweep_rows: Sequence[Mapping[str, float]], vanilla: Mappi
             left.set_title("knowledge vs corruption strength")
             left.legend()
         labels, v_bars, g_bars, r_marks = [], [], [], []
-        for set_name, by_modality in vanilla.get("metrics", {}).items():
-            for modality in by_modality:
-                labels.append(f"{set_name}\n{modality.replace('_', ' ')}")
-                v_bars.append(metric_of(vanilla, set_name, modality, metric) or 0.0)
-                g_bars.append((metric_of(guarded, set_name, modality, metric) or 0.0) if guarded else 0.0)
-                r_marks.append(metric_of(reference, set_name, modality, metric))
+        for set_name, modality in rows_of(vanilla):
+            labels.append(f"{set_name}\n{modality.replace('_', ' ')}")
+            v_bars.append(metric_of(vanilla, set_name, modality, metric) or 0.0)
+            g_bars.append((metric_of(guarded, set_name, modality, metric) or 0.0) if guarded else 0.0)
+            r_marks.append(metric_of(reference, set_name, modality, metric))
         xs = range(len(labels))
         right.bar([x - 0.2 for x in xs], v_bars, width=0.4, label="vanilla", color="tab:gray")
         right.bar([x + 0.2 for x in xs], g_bars, width=0.4, label="guarded", color="tab:green")
@@ -358,15 +370,14 @@ def fit_classifier(
     root: Path, forget: str, model: Any, processor: Any, out: Path, settings: DemoSettings, key: str
 ):
     """The prompt classifier (text + image identity through the demo model's own vision tower), saved in ``out``."""
+    from benchmarks.mllmu.loader import retain_split
     from classifiers.image import VisionTowerEncoder
     from classifiers.multimodal import MultimodalClassifier
     from classifiers.training import fit_classifier as fit
     from eco_guard.cli.train_classifier import profiles_from_mllmu
 
-    from benchmarks.mllmu.loader import retain_split
-
     folder = out / "classifier"
-    if cached(out, key) and folder.is_dir():
+    if cached(out, key, "classifier") and folder.is_dir():
         return MultimodalClassifier.from_pretrained(folder)
     forget_people, retain_people, celebrities = profiles_from_mllmu(root, forget, retain_split(forget))
     encoder = VisionTowerEncoder.from_mllm(model, processor)
@@ -376,7 +387,7 @@ def fit_classifier(
     (out / "classifier_report.json").write_text(
         json.dumps(report, indent=2, sort_keys=True, default=str) + "\n"
     )
-    mark(out, key)
+    mark(out, key, "classifier")
     return classifier
 
 
@@ -396,11 +407,10 @@ def optimize(
     guard: Any, root: Path, reference: Path, forget: str, out: Path, settings: DemoSettings, key: str
 ):
     """nevergrad search of the corruption strength: guarded forget ROUGE-L -> the never-trained profiles' level."""
+    from eco_guard.config import GuardConfig
     from eco_guard.optimize import ScoredItem, optimize_guard
 
-    from eco_guard.config import GuardConfig
-
-    if cached(out, key) and (out / "guard_config.json").is_file():
+    if cached(out, key, "optimize") and (out / "search.json").is_file():
         guard.config = GuardConfig.from_pretrained(out)
         return json.loads((out / "search.json").read_text())
 
@@ -422,7 +432,7 @@ def optimize(
     search = {"best": asdict(result.best), "target": result.target, "reached": result.reached,
               "evaluations": len(result.trace), "metric": result.metric}  # fmt: skip
     (out / "search.json").write_text(json.dumps(search, indent=2, sort_keys=True) + "\n")
-    mark(out, key)
+    mark(out, key, "optimize")
     return search
 
 

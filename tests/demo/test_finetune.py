@@ -95,17 +95,22 @@ def test_lora_is_merged_on_save_and_the_folder_loads(tiny_data, tmp_path):
     assert reloaded_loss != pytest.approx(untrained_loss, rel=1e-4)
 
 
-def test_finetune_is_seeded(tiny_data, tmp_path):
-    """Same seed, same losses; the CLI-level function writes the folder, the log and its metadata."""
+def test_finetune_cli_is_seeded(tiny_data, tmp_path):
+    """The CLI and the library give the same losses for the same seed; the folder holds the log and metadata."""
+    from eco_guard.cli import main
     from eco_guard.models import build_llava
 
     base, processor = build_llava(None, seed=2)
     base.save_pretrained(tmp_path / "base")
     processor.save_pretrained(tmp_path / "base")
     config = FinetuneConfig(epochs=1, batch_size=8, seed=3)
-    runs = [finetune(tiny_data, tmp_path / "base", tmp_path / f"out{k}", config, max_profiles=1, progress=False)
-            for k in range(2)]  # fmt: skip
-    assert runs[0][1] == runs[1][1]
-    meta = json.loads((tmp_path / "out0" / "finetune.json").read_text())
+    _, losses = finetune(
+        tiny_data, tmp_path / "base", tmp_path / "lib", config, max_profiles=1, progress=False
+    )
+    argv = ["finetune", "--data", str(tiny_data), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "cli"),
+            "--epochs", "1", "--batch-size", "8", "--max-profiles", "1", "--seed", "3"]  # fmt: skip
+    assert main(argv) == 0
+    log = [json.loads(line) for line in (tmp_path / "cli" / LOSS_LOG).read_text().splitlines()]
+    assert [r["loss"] for r in log] == pytest.approx(losses, rel=1e-5)
+    meta = json.loads((tmp_path / "cli" / "finetune.json").read_text())
     assert meta["profiles"] == [load_config(tiny_data, "ft_Data")[0]["ID"]]
-    assert (tmp_path / "out0" / LOSS_LOG).is_file()
