@@ -141,7 +141,9 @@ def resolve_dtype(dtype: str) -> str:
     if torch.cuda.is_available():
         return "bfloat16"
     cpu = torch.cpu
-    native = any(getattr(cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    native = any(
+        getattr(cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    )
     return "bfloat16" if native else "float32"
 
 

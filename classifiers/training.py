@@ -84,9 +84,9 @@ def fit_classifier(
     text = TextClassifier(text_encoder, fpr=None, random_state=seed).fit(
         positives + negatives, [1] * len(positives) + [0] * len(negatives)
     )
-    terms = TermDetector().fit(
-        {p.identity: p.name for p in forget}, negatives=[p.name for p in fit_people] + negatives
-    )
+    # Every retain and celebrity name is known at fit time: none of them may trigger a (fuzzy, partial) alias.
+    known = [p.name for p in list(retain) + list(celebrities)]
+    terms = TermDetector().fit({p.identity: p.name for p in forget}, negatives=known + negatives)
     image = None
     if image_encoder is not None and all(p.image is not None for p in forget):
         others = [p for p in fit_people if p.image is not None]
@@ -97,13 +97,16 @@ def fit_classifier(
     classifier = MultimodalClassifier(text, terms, image, fpr=fpr)
 
     cal_people = groups["retain"][1] + groups["celebrity"][1]
-    calibration: list[Any] = [q for p in cal_people for q in p.text_questions] + general["calibrate"]
+    # Calibration negatives look like the traffic: original and paraphrased questions, transformed images.
+    calibration: list[Any] = [
+        q for p in cal_people for q in p.text_questions + p.held_out_text_questions
+    ] + general["calibrate"]
     if image is not None:
         calibration += [
-            {"text": _pick(p.image_questions, rng), "image": transform(p.image, rng)}
+            {"text": _pick(p.image_questions, rng), "image": img}
             for p in cal_people
             if p.image is not None and p.image_questions
-            for _ in range(4)
+            for img in [transform(p.image, rng) for _ in range(2)] + list(p.held_out_images)
         ]
     classifier.calibrate(calibration)
 

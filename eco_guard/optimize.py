@@ -565,10 +565,10 @@ def plot_trace(result: SearchResult, path: str | Path) -> Path:
         )
         best_x = result.best.params.get("strength", result.config.strength)
         ax.scatter([best_x], [result.best.metric], s=120, facecolors="none", edgecolors="red", label="best")
-        ax.set_xscale("log")
         strengths = [e.params.get("strength", result.config.strength) for e in result.trace]
         if min(strengths) == max(strengths):
             ax.set_xlim(strengths[0] / 10, strengths[0] * 10)
+        ax.set_xscale("log")
         ax.set_xlabel("corruption strength")
         ax.set_ylabel(f"forget {result.metric} (guarded)")
         ax.set_title(f"{result.optimizer}: {len(result.trace)} evaluations")

@@ -97,7 +97,7 @@ class Benchmark:
     """The rows of every set, the few-shot source rows by ID, and which people are in the forget split."""
 
     sets: dict[str, list[dict[str, Any]]]
-    shot_rows: dict[str, dict[str, Any]]
+    shot_rows: dict[Any, dict[str, Any]]  # profile ID, or ("celebrity", ID)
     forget_ids: list[str]
     retain_ids: list[str]
     celebrity_ids: list[str]
@@ -111,19 +111,19 @@ def load_benchmark(data_root: str | Path, forget: str = "forget_5") -> Benchmark
         raise ValueError(f"unknown forget split {forget!r}; valid: {', '.join(FORGET_SPLITS)}")
     full = (
         {row_id(r, "Full_Set"): r for r in load_config(data_root, "Full_Set")}
-        if _has(data_root, "Full_Set")
+        if has_config(data_root, "Full_Set")
         else {}
     )
     forget_rows = _with_tasks(load_config(data_root, forget), full, forget)
     retain_rows = _with_tasks(load_config(data_root, retain_split(forget)), full, retain_split(forget))
     forget_ids = [row_id(r, forget) for r in forget_rows]
     sets = {"forget": forget_rows, "retain": retain_rows, "test": [], "celebrity": []}
-    if _has(data_root, "Test_Set"):
+    if has_config(data_root, "Test_Set"):
         wanted = set(forget_ids)
         sets["test"] = [r for r in load_config(data_root, "Test_Set") if row_id(r, "Test_Set") in wanted]
     else:
         logger.warning("%s has no Test_Set: the test set is skipped", data_root)
-    if _has(data_root, "Retain_Set"):
+    if has_config(data_root, "Retain_Set"):
         sets["celebrity"] = load_config(data_root, "Retain_Set")
     else:
         logger.warning("%s has no Retain_Set: the celebrity set is skipped", data_root)
@@ -139,10 +139,6 @@ def load_benchmark(data_root: str | Path, forget: str = "forget_5") -> Benchmark
     return Benchmark(
         sets, shot_rows, forget_ids, [row_id(r, "retain") for r in retain_rows], celebrity_ids, names
     )
-
-
-def _has(root: str | Path, name: str) -> bool:
-    return has_config(root, name)
 
 
 def _has_tasks(row: Mapping[str, Any]) -> bool:

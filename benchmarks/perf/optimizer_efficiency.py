@@ -5,7 +5,7 @@ with a multiple-choice forget set of capitals it knows (option log-probability a
 answer log-likelihood, for several targets. The objective is deterministic, so values are cached by parameter to
 save time, but every method is charged for each evaluation it asks for.
 
-* nevergrad: ``eco_guard.optimize.search`` with the default optimizer (averaged over seeds).
+* nevergrad: ``eco_guard.optimize.search`` with the default optimizer, averaged over starting strengths.
 * finite differences (ECO): on x = log10(strength), probe f(x - h) and f(x + h) (two evaluations per step),
   step x <- x - lr * (f(x + h) - f(x - h)) / (2h).
 * grid: log-spaced strengths, weakest first (a corruption is raised until it is strong enough).
@@ -30,9 +30,14 @@ CAPITALS = [
     ("Hungary", "Budapest"), ("Belgium", "Brussels"), ("Netherlands", "Amsterdam"), ("Kenya", "Nairobi"),
     ("Peru", "Lima"), ("Chile", "Santiago"), ("Cuba", "Havana"), ("Iran", "Tehran"),
 ]  # fmt: skip
-LOW, HIGH, START = -2.0, 4.0, 2.0  # log10 strength bounds; ECO's default sigma = 100
+LOW, HIGH = -2.0, 4.0  # log10 strength bounds
+STARTS = (
+    0.0,
+    1.0,
+    2.0,
+    3.0,
+)  # log10 starting strengths of nevergrad and finite differences (ECO's default: 2)
 BUDGET = 30
-SEEDS = (0, 1, 2)
 
 
 def capital_items(pairs=CAPITALS, seed: int = 0) -> list[ScoredItem]:
@@ -79,7 +84,11 @@ class CountingObjective:
 
 
 def nevergrad_evals(
-    objective: CountingObjective, tolerance: float, seed: int, optimizer: str = DEFAULT_OPTIMIZER
+    objective: CountingObjective,
+    tolerance: float,
+    start: float,
+    seed: int = 0,
+    optimizer: str = DEFAULT_OPTIMIZER,
 ) -> int | None:
     from eco_guard.config import GuardConfig
 
@@ -88,7 +97,7 @@ def nevergrad_evals(
         gap = objective(x)
         return Evaluation(0, params, objective.value(x), gap, 0.0, gap, 0.0)
 
-    space = SearchSpace(strength=(10**LOW, 10**HIGH)).parametrization(GuardConfig(strength=10**START), seed)
+    space = SearchSpace(strength=(10**LOW, 10**HIGH)).parametrization(GuardConfig(strength=10**start), seed)
     _, trace, reached = search(
         evaluate, space, budget=BUDGET, tolerance=tolerance, optimizer=optimizer, progress=False
     )
@@ -96,10 +105,10 @@ def nevergrad_evals(
 
 
 def finite_difference_evals(
-    objective: CountingObjective, tolerance: float, h: float = 0.25, lr: float = 1.0
+    objective: CountingObjective, tolerance: float, start: float, h: float = 0.25, lr: float = 1.0
 ) -> int | None:
     """ECO's zeroth-order scheme: central differences on log-strength, two evaluations per step."""
-    x, used = START, 0
+    x, used = start, 0
     while used + 2 <= BUDGET:
         f_minus, f_plus = objective(x - h), objective(x + h)
         used += 2
@@ -118,13 +127,15 @@ def grid_evals(objective: CountingObjective, tolerance: float) -> int | None:
     return None
 
 
-def compare(objective: CountingObjective, tolerance: float) -> dict[str, float | None]:
-    """Evaluations to tolerance per method (nevergrad: mean over seeds; None when the budget ran out)."""
-    runs = [nevergrad_evals(objective.fresh(), tolerance, seed) for seed in SEEDS]
+def compare(objective: CountingObjective, tolerance: float) -> dict[str, float]:
+    """Mean evaluations to tolerance per method over the starting points (a run out of budget is charged twice
+    the budget); the grid does not depend on a start."""
+    nevergrad = [nevergrad_evals(objective.fresh(), tolerance, x, seed=i) for i, x in enumerate(STARTS)]
+    finite_diff = [finite_difference_evals(objective.fresh(), tolerance, x) for x in STARTS]
     return {
-        "nevergrad": None if None in runs else float(np.mean(runs)),
-        "finite_diff": finite_difference_evals(objective.fresh(), tolerance),
-        "grid": grid_evals(objective.fresh(), tolerance),
+        "nevergrad": float(np.mean([_charged(v) for v in nevergrad])),
+        "finite_diff": float(np.mean([_charged(v) for v in finite_diff])),
+        "grid": float(_charged(grid_evals(objective.fresh(), tolerance))),
     }
 
 
@@ -162,13 +173,13 @@ def main() -> None:
         f"unguarded: accuracy {clean['mc_accuracy']:.3f}, answer log-likelihood {clean['answer_loglik']:.2f}"
     )
     print(
-        f"optimizer {DEFAULT_OPTIMIZER} (mean over seeds {SEEDS}); budget {BUDGET}; '-' = not reached (charged "
-        f"{2 * BUDGET})\n"
+        f"nevergrad {DEFAULT_OPTIMIZER} and finite differences averaged over log10 starts {STARTS}; budget "
+        f"{BUDGET}; a run that misses the tolerance is charged {2 * BUDGET}\n"
     )
-    cases = [("mc_accuracy", t, 0.05) for t in (0.25, 0.3, 0.4)] + [
-        ("answer_loglik", t, 0.5) for t in (-5.0, -11.0, -14.0)
+    cases = [("mc_accuracy", t, 0.05) for t in (0.25, 0.4)] + [
+        ("answer_loglik", t, 0.5) for t in (-5.0, -11.0)
     ]
-    header = f"{'metric':14s} {'target':>7s} {'tol':>5s} {'nevergrad':>10s} {'fin.diff':>9s} {'grid':>5s} {'evals':>6s} {'s':>5s}"
+    header = f"{'metric':14s} {'target':>7s} {'tol':>5s} {'nevergrad':>10s} {'fin.diff':>9s} {'grid':>5s} {'distinct':>8s} {'s':>5s}"
     print(header)
     totals = {"nevergrad": 0.0, "finite_diff": 0.0, "grid": 0.0}
     cached: dict[str, CountingObjective] = {}
@@ -179,11 +190,11 @@ def main() -> None:
         objective.target = target
         result = compare(objective, tolerance)
         for k, v in result.items():
-            totals[k] += _charged(v)
-        show = {k: "-" if v is None else f"{v:.1f}" for k, v in result.items()}
+            totals[k] += v
+        show = {k: f"{v:.1f}" for k, v in result.items()}
         print(
             f"{name:14s} {target:7.2f} {tolerance:5.2f} {show['nevergrad']:>10s} {show['finite_diff']:>9s} "
-            f"{show['grid']:>5s} {len(base.cache):6d} {time.perf_counter() - start:5.0f}",
+            f"{show['grid']:>5s} {len(base.cache):8d} {time.perf_counter() - start:5.0f}",
             flush=True,
         )
     n = len(cases)

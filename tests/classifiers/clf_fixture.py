@@ -168,14 +168,51 @@ IMAGE_PARAPHRASE = (
 )
 
 
+SYLLABLES = [
+    "ka",
+    "lo",
+    "ri",
+    "ven",
+    "ta",
+    "mi",
+    "dor",
+    "sel",
+    "an",
+    "bru",
+    "ko",
+    "fa",
+    "ne",
+    "thi",
+    "ul",
+    "go",
+    "wen",
+    "ra",
+    "za",
+    "pe",
+]
+
+
+def _names(n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` invented full names; no first or last name is shared, so a partial name still identifies one person."""
+    used: set[str] = set()
+    out: list[str] = []
+    while len(out) < n:
+        first, last = FIRST[len(out) % len(FIRST)], LAST[len(out) % len(LAST)]
+        first = first if first not in used else "".join(rng.choice(SYLLABLES, 2)).capitalize()
+        last = last if last not in used else "".join(rng.choice(SYLLABLES, 3)).capitalize()
+        if first in used or last in used or first == last:
+            continue
+        used |= {first, last}
+        out.append(f"{first} {last}")
+    return out
+
+
 def profiles(n: int, *, seed: int = 0, offset: int = 0, n_test_images: int = 2) -> list[Profile]:
     """``n`` distinct people (names unique), each with questions, paraphrases, a portrait and transformed copies."""
     rng = np.random.default_rng(seed)
-    names = [f"{f} {last}" for f in FIRST for last in LAST]
-    chosen = rng.choice(len(names), size=n, replace=False)
+    names = _names(n, rng)
     out = []
-    for k, i in enumerate(chosen):
-        name = names[i]
+    for k, name in enumerate(names):
         image = portrait(offset + k, size=96)
         out.append(
             Profile(

@@ -140,12 +140,33 @@ def test_bad_arguments_are_refused(llava_guard, synthetic_root):
         evaluate(llava_guard, synthetic_root, sets=("holdout",))
 
 
+def test_cli_on_a_saved_tiny_llava_with_a_guard_folder(tiny_llava, synthetic_root, tmp_path):
+    from eco_guard.cli import main
+    from eco_guard.config import GuardConfig
+
+    model, processor = tiny_llava
+    model.save_pretrained(tmp_path / "llava")
+    processor.save_pretrained(tmp_path / "llava")
+    EcoGuard(model, processor, config=GuardConfig(strength=5.0)).save_pretrained(tmp_path / "guard")
+    args = ["evaluate", "--data", str(synthetic_root), "--forget", "forget_15", "--model", str(tmp_path / "llava"),
+            "--guard", str(tmp_path / "guard"), "--sets", "forget", "celebrity", "--limit", "1",
+            "--max-new-tokens", "3", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["metrics"]) == {"forget", "celebrity"}
+    assert set(results["metrics"]["forget"]) == {"image_text", "text_only"}
+    assert (
+        results["provenance"]["guard"] == str(tmp_path / "guard") and results["provenance"]["backend"] == "hf"
+    )
+    assert (tmp_path / "out" / "samples.jsonl").is_file() and (tmp_path / "out" / "results.md").is_file()
+
+
 @pytest.mark.slow
-def test_real_smollm2_cli_end_to_end_and_reproducible(synthetic_root, tmp_path):
+def test_real_smollm2_cli_end_to_end_and_reproducible(smollm2, synthetic_root, tmp_path):
     from eco_guard.cli import main
 
     args = ["evaluate", "--data", str(synthetic_root), "--forget", "forget_10", "--model", "smollm2",
-            "--limit", "3", "--max-new-tokens", "12", "--batch-size", "8"]  # fmt: skip
+            "--limit", "1", "--few-shot", "0", "--max-new-tokens", "8"]  # fmt: skip
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in "ab")
@@ -156,6 +177,9 @@ def test_real_smollm2_cli_end_to_end_and_reproducible(synthetic_root, tmp_path):
     assert all(
         set(v) == {"text_only"} for v in a["metrics"].values()
     )  # text-only model: image questions skipped
-    # the base model knows the real celebrities it is asked about, not the fictitious people
-    celebrity = a["metrics"]["celebrity"]["text_only"]["classification_logprob_acc"]
-    assert celebrity >= 60.0, a["metrics"]
+    # the base model knows the real celebrities (option log-probability), not the fictitious people
+    guard = EcoGuard(*smollm2)
+    knows = evaluate(guard, synthetic_root, "forget_15", None, sets=("forget", "celebrity"), limit=3,
+                     few_shot_profiles=0, max_new_tokens=1)["metrics"]  # fmt: skip
+    celebrity = knows["celebrity"]["text_only"]["classification_logprob_acc"]
+    assert celebrity >= 66.0 and celebrity > knows["forget"]["text_only"]["classification_logprob_acc"], knows

@@ -31,15 +31,13 @@ def unwrapped_option_logprobs(model, tokenizer, item: ScoredItem) -> list[float]
 
 
 def test_search_reaches_chance_and_leaves_retain_untouched(guard, tmp_path):
-    guard.config = GuardConfig(strength=1e-3)
-    assert make_metric("mc_accuracy", guard, FORGET, chat_template=False)() >= 0.9, (
-        "the model knows these facts"
-    )
+    guard.config = GuardConfig(strength=0.1)  # the search starts here, where the model still knows every fact
+    assert make_metric("mc_accuracy", guard, FORGET, chat_template=False)() >= 0.9
     result = optimize_guard(
         guard, FORGET, target=0.25, metric="mc_accuracy", tolerance=0.08, budget=15, chat_template=False,
         output_dir=tmp_path, progress=False,
     )  # fmt: skip
-    assert result.reached, [(e.params, e.metric) for e in result.trace]
+    assert result.reached and len(result.trace) > 1, [(e.params, e.metric) for e in result.trace]
     assert abs(make_metric("mc_accuracy", guard, FORGET, chat_template=False)() - 0.25) <= 0.08
     assert GuardConfig.from_pretrained(guard.save_pretrained(tmp_path)) == guard.config
     # retain questions, unflagged, beside flagged forget questions in one batch: bit-identical to the plain model
@@ -61,14 +59,14 @@ def test_search_reaches_chance_and_leaves_retain_untouched(guard, tmp_path):
 
 def test_generation_metric_and_fluency_penalty(guard):
     items = [
-        ScoredItem(f"Q: What is the capital of {c}?\nA:", answer=f" The capital of {c} is {cap}.")
-        for c, cap in CAPITALS[:4]
+        ScoredItem(f"What is the capital of {c}?", answer=f"The capital of {c} is {cap}.")
+        for c, cap in CAPITALS[:2]
     ]
-    rouge = make_metric("rouge_l", guard, items, chat_template=False, max_new_tokens=12)
-    penalty = FluencyPenalty(guard, items[:2], weight=1.0, max_new_tokens=8, chat_template=False)
+    rouge = make_metric("rouge_l", guard, items, max_new_tokens=12)
+    penalty = FluencyPenalty(guard, items, weight=1.0, max_new_tokens=8)
     guard.config = GuardConfig(strength=1e-3)
     clean_rouge, clean_penalty = rouge(), penalty()
     guard.config = GuardConfig(strength=1e4)
     broken_rouge, broken_penalty = rouge(), penalty()
-    assert clean_rouge > 0.5 and broken_rouge < clean_rouge - 0.3
-    assert clean_penalty == pytest.approx(0.0, abs=0.05) and broken_penalty > 0.5
+    assert clean_rouge > 0.8 and broken_rouge < 0.2
+    assert clean_penalty == pytest.approx(0.0, abs=0.05) and broken_penalty > 1.0
