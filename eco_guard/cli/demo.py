@@ -1,10 +1,17 @@
-"""``eco-guard demo``: the guard on the real SmolLM2-135M-Instruct, flagged vs unflagged answers side by side."""
+"""``eco-guard demo``: a multimodal model that learned fictitious people forgets some of them, measured end to end.
+
+Synthetic profiles -> the vanilla demo MLLM -> prompt classifier -> nevergrad corruption search -> MLLMU-Bench
+evaluation of vanilla vs guarded (forget / test / retain / celebrity x image+text / text-only) -> a table, each goal
+as PASS / FAIL with its measured number, the results folders and a PNG figure. ``--smoke`` only shows the guard on
+the real SmolLM2, flagged vs unflagged answers side by side.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "run the guard on the real SmolLM2 and print flagged vs unflagged answers"
+HELP = "the whole idea on a real multimodal model: vanilla vs guarded on MLLMU-Bench-style profiles"
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -15,25 +22,72 @@ QUESTIONS = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2", help="model alias, folder or hub id (default: smollm2)")
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument(
+        "--out", default="demo_out", help="output folder (reused as a cache; default demo_out)"
+    )
+    parser.add_argument(
+        "--artifact", default=None, help="demo model artifact folder (default: the packaged one)"
+    )
+    parser.add_argument(
+        "--retrain", action="store_true", help="train the demo model even if an artifact exists"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="max questions per set, task and modality")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=32, help="greedy tokens per answer (reference: 50)"
+    )
+    parser.add_argument(
+        "--budget", type=int, default=12, help="nevergrad evaluations of the corruption search"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="only flagged vs unflagged answers of SmolLM2")
 
 
-def run(args: argparse.Namespace) -> int:
+def smoke() -> int:
     from eco_guard.config import GuardConfig
     from eco_guard.guard import EcoGuard
     from eco_guard.models import load_model
 
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model("smollm2")
     guard = EcoGuard(model, tokenizer, config=GuardConfig())
-    prompts = QUESTIONS * 2
-    flags = [False] * len(QUESTIONS) + [True] * len(QUESTIONS)
-    answers = guard.generate(prompts, flags=flags, max_new_tokens=args.max_new_tokens)
+    answers = guard.generate(
+        QUESTIONS * 2, flags=[False] * len(QUESTIONS) + [True] * len(QUESTIONS), max_new_tokens=24
+    )
     cfg = guard.config
     print(
         f"corruption: {cfg.corruption} (strength={cfg.strength}, dims={cfg.dims}, scope={','.join(cfg.scope)})\n"
     )
     for i, question in enumerate(QUESTIONS):
-        clean, corrupted = answers[i], answers[i + len(QUESTIONS)]
-        print(f"Q: {question}\n  unflagged: {clean.strip()!r}\n  flagged:   {corrupted.strip()!r}\n")
+        print(
+            f"Q: {question}\n  unflagged: {answers[i].strip()!r}\n  flagged:   {answers[i + len(QUESTIONS)].strip()!r}\n"
+        )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.smoke:
+        return smoke()
+    import time
+
+    from benchmarks.demo import DemoSettings, run_demo
+
+    started = time.perf_counter()
+    settings = DemoSettings(
+        out=Path(args.out), artifact=Path(args.artifact) if args.artifact else None, retrain=args.retrain,
+        limit=args.limit, max_new_tokens=args.max_new_tokens, budget=args.budget, seed=args.seed,
+    )  # fmt: skip
+    report = run_demo(settings)
+    print(
+        "\nScores on [0, 1] (accuracies / 100): vanilla | guarded | never-trained (profiles the model never saw)\n"
+    )
+    print(report.table)
+    for goal in report.goals:
+        print(f"[{'PASS' if goal.passed else 'FAIL'}] {goal.name}: {goal.measured}")
+    if report.goals:
+        passed = sum(g.passed for g in report.goals)
+        print(f"\n{passed}/{len(report.goals)} goals met")
+    for step in report.missing:
+        print(f"[NOT RUN] {step}")
+    timings = ", ".join(f"{k} {v:.0f} s" for k, v in report.timings.items())
+    print(f"\ntime: {time.perf_counter() - started:.0f} s ({timings})")
+    print(f"results: {settings.out / 'results'}  figure: {report.figure}")
     return 0

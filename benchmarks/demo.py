@@ -1,0 +1,498 @@
+"""The end-to-end demo: a multimodal model that learned fictitious people forgets some of them at inference time.
+
+Steps, each written under ``out/`` and reused on the next run when its inputs are unchanged:
+
+1. ``data/``: the synthetic MLLMU-Bench the demo model was trained on; ``reference/`` is the same benchmark with
+   the never-trained profiles in the forget split's place (their scores are the level a perfect guard should reach).
+2. the vanilla demo MLLM (``benchmarks.demo_model``: the committed artifact, or trained when missing).
+3. ``classifier/``: the prompt classifier (text + image identity), fitted on the forget split.
+4. ``guard/``: the corruption strength found by nevergrad so that the forget set scores like the never-trained
+   profiles.
+5. ``results/{vanilla,never_trained,guarded}/``: the benchmark's evaluation, then the table, the goals (PASS / FAIL
+   with the measured numbers) and ``demo.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+GOAL_METRICS = ("classification_acc", "cloze_acc", "rougeL")
+SET_ORDER = ("forget", "test", "retain", "celebrity")
+MODALITY_ORDER = ("image_text", "text_only")
+PERCENT_METRICS = ("classification_acc", "classification_logprob_acc", "cloze_acc", "flag_rate")
+FORGET_TOLERANCE = 0.03
+KEEP_TOLERANCE = 0.005
+MEMORIZED_MARGIN = 0.10
+STAGE_PREFIX = ".stage-"
+
+
+@dataclass
+class DemoSettings:
+    """What a demo run does; the defaults keep a cached run within minutes on two CPU cores."""
+
+    out: Path = Path("demo_out")
+    artifact: Path | None = None
+    retrain: bool = False
+    limit: int | None = None
+    max_new_tokens: int = 32
+    batch_size: int = 8
+    seed: int = 0
+    budget: int = 12
+    metric: str = "rouge_l"
+    fpr: float = 0.01
+    corruption: str = "noise_first_n"
+    scope: tuple[str, ...] = ("spans", "image")
+    strengths: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ stage cache
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of JSON-able inputs (settings, file digests)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def folder_digest(folder: Path) -> str:
+    """Hash of every file's name and bytes under ``folder`` (what a stage's output depends on)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(STAGE_PREFIX)):
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached(folder: Path, key: str, stage: str = "output") -> bool:
+    """Whether ``stage`` already wrote ``folder`` from the inputs hashed into ``key``."""
+    stamp = folder / f"{STAGE_PREFIX}{stage}.json"
+    return stamp.is_file() and json.loads(stamp.read_text()).get("key") == key
+
+
+def mark(folder: Path, key: str, stage: str = "output") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{STAGE_PREFIX}{stage}.json").write_text(json.dumps({"key": key}) + "\n")
+
+
+# ------------------------------------------------------------------ data
+
+
+def write_split(source_root: Path, target_root: Path, name: str, ids: Sequence[str]) -> None:
+    """Write config ``name`` under ``target_root`` holding the Full_Set rows of ``ids`` (schema kept)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from benchmarks.mllmu.loader import shard_files
+
+    tables = [pq.read_table(s) for s in shard_files(source_root, "Full_Set")]
+    import pyarrow as pa
+
+    table = pa.concat_tables(tables)
+    table = table.filter(pc.is_in(table["ID"], value_set=pa.array(list(ids), type=pa.string())))
+    folder = target_root / name
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "train-00000-of-00001.parquet")
+
+
+def prepare_data(data: Any, out: Path, heldout: Sequence[str]) -> tuple[Path, Path]:
+    """The benchmark (retain split without the held-out profiles) and its never-trained twin (held-out profiles
+    as the forget split); both under ``out``."""
+    from benchmarks.mllmu.loader import retain_split, split_people
+
+    root, reference = out / "data", out / "reference"
+    key = fingerprint(asdict(data), sorted(heldout))
+    if cached(root, key) and cached(reference, key):
+        return root, reference
+    data.write(root)
+    forget_ids = list(split_people(root, data.forget))
+    manifest = json.loads((root / "synthetic_manifest.json").read_text())
+    if set(heldout) & set(forget_ids):
+        raise ValueError(
+            f"held-out profiles {sorted(set(heldout) & set(forget_ids))} are in the forget split"
+        )
+    retain_ids = [i for i in sorted(manifest["names"]) if i not in forget_ids and i not in set(heldout)]
+    write_split(root, root, retain_split(data.forget), retain_ids)
+    if reference.exists():
+        shutil.rmtree(reference)
+    reference.mkdir(parents=True)
+    for name in ("Full_Set", "Test_Set", "Retain_Set", "ft_Data"):
+        (reference / name).symlink_to(Path("..") / "data" / name)
+    write_split(root, reference, data.forget, list(heldout))
+    write_split(root, reference, retain_split(data.forget), retain_ids)
+    mark(root, key)
+    mark(reference, key)
+    return root, reference
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def evaluate_cached(runner: Any, root: Path, out: Path, settings: DemoSettings, forget: str, sets: Sequence[str],
+                    key: str, provenance: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """``benchmarks.mllmu.evaluate.evaluate`` into ``out``, or its earlier results when ``key`` matches."""
+    from benchmarks.mllmu.evaluate import evaluate
+
+    if cached(out, key) and (out / "results.json").is_file():
+        logger.info("reusing %s", out)
+        return json.loads((out / "results.json").read_text())
+    results = evaluate(
+        runner, root, forget=forget, out_dir=out, seed=settings.seed, max_new_tokens=settings.max_new_tokens,
+        limit=settings.limit, batch_size=settings.batch_size, sets=tuple(sets), provenance=dict(provenance),
+    )  # fmt: skip
+    mark(out, key)
+    return results
+
+
+# ------------------------------------------------------------------ goals and table
+
+
+@dataclass
+class Goal:
+    name: str
+    passed: bool
+    measured: str
+
+
+def unit(metric: str, value: float | None) -> float | None:
+    """Scores on one [0, 1] scale (accuracies are stored in percent)."""
+    if value is None:
+        return None
+    return value / 100 if metric in PERCENT_METRICS else value
+
+
+def metric_of(results: Mapping[str, Any], set_name: str, modality: str, metric: str) -> float | None:
+    return unit(metric, results.get("metrics", {}).get(set_name, {}).get(modality, {}).get(metric))
+
+
+def rows_of(results: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(set, modality) pairs present in ``results``, in a fixed order (JSON round trips sort the keys)."""
+    table = results.get("metrics", {})
+    return [(s, m) for s in SET_ORDER for m in MODALITY_ORDER if m in table.get(s, {})]
+
+
+def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Mapping[str, Any]) -> list[Goal]:
+    """The demo's claims, each measured: forget ~ never-trained, retain / celebrity unchanged, vanilla memorized."""
+    out = []
+    modalities = sorted({m for s in vanilla.get("metrics", {}).values() for m in s})
+    for modality in modalities:
+        for metric in GOAL_METRICS:
+            g = metric_of(guarded, "forget", modality, metric)
+            r = metric_of(reference, "forget", modality, metric)
+            v = metric_of(vanilla, "forget", modality, metric)
+            if g is None or r is None or v is None:
+                continue
+            out.append(Goal(
+                f"forget {modality} {metric}: guarded within {FORGET_TOLERANCE} of never-trained",
+                abs(g - r) <= FORGET_TOLERANCE + 1e-9, f"guarded {g:.3f} vs never-trained {r:.3f} (diff {g - r:+.3f})",
+            ))  # fmt: skip
+            out.append(Goal(
+                f"forget {modality} {metric}: vanilla memorized (>= never-trained + {MEMORIZED_MARGIN})",
+                v - r >= MEMORIZED_MARGIN, f"vanilla {v:.3f} vs never-trained {r:.3f} (diff {v - r:+.3f})",
+            ))  # fmt: skip
+    for set_name in ("retain", "celebrity"):
+        for modality, values in vanilla.get("metrics", {}).get(set_name, {}).items():
+            diffs = {}
+            for metric in values:
+                if metric in ("n", "flag_rate") or metric.startswith("n_"):
+                    continue
+                v, g = (
+                    metric_of(vanilla, set_name, modality, metric),
+                    metric_of(guarded, set_name, modality, metric),
+                )
+                if v is not None and g is not None:
+                    diffs[metric] = g - v
+            if not diffs:
+                continue
+            worst = max(diffs, key=lambda m: abs(diffs[m]))
+            out.append(Goal(
+                f"{set_name} {modality}: |guarded - vanilla| <= {KEEP_TOLERANCE} on all {len(diffs)} metrics",
+                abs(diffs[worst]) <= KEEP_TOLERANCE + 1e-9, f"largest change {diffs[worst]:+.3f} ({worst})",
+            ))  # fmt: skip
+    return out
+
+
+def table(vanilla: Mapping[str, Any], guarded: Mapping[str, Any] | None, reference: Mapping[str, Any]) -> str:
+    """Markdown: one row per set and modality; vanilla / guarded / never-trained per goal metric (scale [0, 1])."""
+    cols = [f"{m} {who}" for m in GOAL_METRICS for who in ("vanilla", "guarded", "never")]
+    lines = [
+        "| set | modality | n | flagged | " + " | ".join(cols) + " |",
+        "|---|---|---|---|" + "---|" * len(cols),
+    ]
+    for set_name, modality in rows_of(vanilla):
+        values = vanilla["metrics"][set_name][modality]
+        cells = []
+        for metric in GOAL_METRICS:
+            for source in (vanilla, guarded, reference):
+                value = None if source is None else metric_of(source, set_name, modality, metric)
+                cells.append("-" if value is None else f"{value:.3f}")
+        flag = metric_of(guarded, set_name, modality, "flag_rate") if guarded else None
+        lines.append(f"| {set_name} | {modality} | {values.get('n', '-')} | "
+                     f"{'-' if flag is None else f'{flag:.0%}'} | " + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ figure
+
+
+def sweep(guard: Any, forget_items: Sequence[Any], retain_items: Sequence[Any], strengths: Sequence[float],
+          batch_size: int = 16) -> list[dict[str, float]]:  # fmt: skip
+    """Mean per-token log-likelihood of the reference answers, forget (flagged) and retain (the classifier's
+    verdict) items, at each corruption strength: how knowledge falls on the forget set only."""
+    base = guard.config
+    rows = []
+    try:
+        for strength in strengths:
+            guard.config = base.replace(strength=float(strength))
+            row = {"strength": float(strength)}
+            for name, items, forced in (("forget", forget_items, True), ("retain", retain_items, None)):
+                prompts = [it.request for it in items]
+                flags = [True] * len(items) if forced else None
+                scores = guard.score(prompts, [[" " + it.reference] for it in items], flags=flags,
+                                     chat_template=False, batch_size=batch_size)  # fmt: skip
+                lengths = [
+                    len(guard.tokenizer(" " + it.reference, add_special_tokens=False)["input_ids"])
+                    for it in items
+                ]
+                row[name] = sum(s[0] / n for s, n in zip(scores, lengths, strict=True)) / len(items)
+            rows.append(row)
+    finally:
+        guard.config = base
+    return rows
+
+
+def figure(path: Path, sweep_rows: Sequence[Mapping[str, float]], vanilla: Mapping[str, Any],
+           guarded: Mapping[str, Any] | None, reference: Mapping[str, Any], metric: str = "rougeL") -> Path:  # fmt: skip
+    """Left: forget vs retain answer log-likelihood across corruption strength. Right: ``metric`` per set and
+    modality, vanilla vs guarded (never-trained marked on the forget/test bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    try:
+        if sweep_rows:
+            xs = [max(r["strength"], 0.1) for r in sweep_rows]
+            left.plot(xs, [r["forget"] for r in sweep_rows], "o-", color="tab:red", label="forget (flagged)")
+            left.plot(
+                xs, [r["retain"] for r in sweep_rows], "s-", color="tab:blue", label="retain (classifier)"
+            )
+            left.set_xscale("log")
+            left.set_xlabel("corruption strength (0 plotted at 0.1)")
+            left.set_ylabel("answer log-likelihood per token")
+            left.set_title("knowledge vs corruption strength")
+            left.legend()
+        labels, v_bars, g_bars, r_marks = [], [], [], []
+        for set_name, modality in rows_of(vanilla):
+            labels.append(f"{set_name}\n{modality.replace('_', ' ')}")
+            v_bars.append(metric_of(vanilla, set_name, modality, metric) or 0.0)
+            g_bars.append((metric_of(guarded, set_name, modality, metric) or 0.0) if guarded else 0.0)
+            r_marks.append(metric_of(reference, set_name, modality, metric))
+        xs = range(len(labels))
+        right.bar([x - 0.2 for x in xs], v_bars, width=0.4, label="vanilla", color="tab:gray")
+        right.bar([x + 0.2 for x in xs], g_bars, width=0.4, label="guarded", color="tab:green")
+        marked = [(x, r) for x, r in zip(xs, r_marks, strict=True) if r is not None]
+        if marked:
+            right.scatter([x for x, _ in marked], [r for _, r in marked], marker="_", s=600, color="black",
+                          label="never-trained", zorder=3)  # fmt: skip
+        right.set_xticks(list(xs))
+        right.set_xticklabels(labels, fontsize=7)
+        right.set_ylabel(metric)
+        right.set_title(f"{metric}: vanilla vs guarded")
+        right.legend(fontsize=8)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------ pipeline
+
+
+@dataclass
+class DemoReport:
+    table: str
+    goals: list[Goal]
+    results: dict[str, Any]
+    figure: Path | None
+    timings: dict[str, float]
+    missing: list[str]
+
+
+def timed(settings: DemoSettings, name: str, fn: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        settings.timings[name] = round(time.perf_counter() - start, 1)
+        logger.info("demo step %s: %.1f s", name, settings.timings[name])
+
+
+def load_vanilla(settings: DemoSettings) -> tuple[Any, Any, Any, dict[str, Any], str]:
+    """The demo MLLM (artifact, or trained into ``out/model`` when missing or ``retrain``): model, processor,
+    recipe, record and the artifact's digest."""
+    from benchmarks import demo_model
+
+    artifact = Path(settings.artifact) if settings.artifact else demo_model.ASSET_DIR
+    if settings.retrain or not demo_model.has_artifact(artifact):
+        recipe = (
+            demo_model.read_recipe(artifact)[0]
+            if demo_model.has_artifact(artifact)
+            else demo_model.DemoRecipe()
+        )
+        artifact = settings.out / "model"
+        if settings.retrain or not demo_model.has_artifact(artifact):
+            logger.info("training the demo model into %s (no artifact to reuse)", artifact)
+            demo_model.build_demo_model(artifact, recipe, command="eco-guard demo --retrain")
+    recipe, record = demo_model.read_recipe(artifact)
+    model, processor = demo_model.load_demo_model(artifact)
+    return model, processor, recipe, record, folder_digest(artifact)
+
+
+def fit_classifier(
+    root: Path, forget: str, model: Any, processor: Any, out: Path, settings: DemoSettings, key: str
+):
+    """The prompt classifier (text + image identity through the demo model's own vision tower), saved in ``out``."""
+    from benchmarks.mllmu.loader import retain_split
+    from classifiers.image import VisionTowerEncoder
+    from classifiers.multimodal import MultimodalClassifier
+    from classifiers.training import fit_classifier as fit
+    from eco_guard.cli.train_classifier import profiles_from_mllmu
+
+    folder = out / "classifier"
+    if cached(out, key, "classifier") and folder.is_dir():
+        return MultimodalClassifier.from_pretrained(folder)
+    forget_people, retain_people, celebrities = profiles_from_mllmu(root, forget, retain_split(forget))
+    encoder = VisionTowerEncoder.from_mllm(model, processor)
+    classifier, report = fit(forget_people, retain_people, celebrities, fpr=settings.fpr, image_encoder=encoder,
+                             seed=settings.seed, robustness_per_family=20)  # fmt: skip
+    classifier.save_pretrained(folder)
+    (out / "classifier_report.json").write_text(
+        json.dumps(report, indent=2, sort_keys=True, default=str) + "\n"
+    )
+    mark(out, key, "classifier")
+    return classifier
+
+
+def benchmark_items(
+    root: Path, forget: str, set_name: str, task: str, seed: int, limit: int | None
+) -> list[Any]:
+    """The evaluation's own items of one set and task (both modalities), as ``benchmarks.mllmu.evaluate`` asks."""
+    from benchmarks.mllmu import evaluate as ev
+
+    bench = ev.load_benchmark(root, forget)
+    sampler = ev.ShotSampler(bench, seed, 1, False)
+    items = ev.build_items(set_name, bench.sets[set_name], sampler, seed, ev.MODALITIES, bench.names)
+    return ev._limit([it for it in items if it.task == task], limit)
+
+
+def optimize(
+    guard: Any, root: Path, reference: Path, forget: str, out: Path, settings: DemoSettings, key: str
+):
+    """nevergrad search of the corruption strength: guarded forget ROUGE-L -> the never-trained profiles' level."""
+    from eco_guard.config import GuardConfig
+    from eco_guard.optimize import ScoredItem, optimize_guard
+
+    if cached(out, key, "optimize") and (out / "search.json").is_file():
+        guard.config = GuardConfig.from_pretrained(out)
+        return json.loads((out / "search.json").read_text())
+
+    def scored(items):
+        return [ScoredItem(prompt=it.prompt, answer=it.reference, image=it.image) for it in items]
+
+    forget_items = scored(
+        benchmark_items(root, forget, "forget", "generation", settings.seed, settings.limit)
+    )
+    heldout_items = scored(
+        benchmark_items(reference, forget, "forget", "generation", settings.seed, settings.limit)
+    )
+    result = optimize_guard(
+        guard, forget_items, target=heldout_items, metric=settings.metric, tolerance=FORGET_TOLERANCE / 2,
+        budget=settings.budget, seed=settings.seed, chat_template=False, batch_size=settings.batch_size,
+        max_new_tokens=settings.max_new_tokens, output_dir=out,
+    )  # fmt: skip
+    guard.config.save_pretrained(out)
+    search = {"best": asdict(result.best), "target": result.target, "reached": result.reached,
+              "evaluations": len(result.trace), "metric": result.metric}  # fmt: skip
+    (out / "search.json").write_text(json.dumps(search, indent=2, sort_keys=True) + "\n")
+    mark(out, key, "optimize")
+    return search
+
+
+def run_demo(settings: DemoSettings) -> DemoReport:
+    """Every step of the demo; a step whose package is not installed yet is reported in ``missing``."""
+    from eco_guard.config import GuardConfig
+    from eco_guard.guard import EcoGuard
+
+    out = settings.out
+    out.mkdir(parents=True, exist_ok=True)
+    missing: list[str] = []
+    model, processor, recipe, record, model_key = timed(settings, "model", lambda: load_vanilla(settings))
+    data = recipe.data
+    root, reference = timed(settings, "data", lambda: prepare_data(data, out, record["heldout_ids"]))
+    eval_settings = {k: getattr(settings, k) for k in ("limit", "max_new_tokens", "batch_size", "seed")}
+    base_key = fingerprint(model_key, asdict(data), record["heldout_ids"], eval_settings)
+    vanilla_runner = EcoGuard(model, processor)
+    provenance = {"model": "demo MLLM (benchmarks.demo_model)", "artifact_digest": model_key}
+    vanilla = timed(settings, "evaluate vanilla", lambda: evaluate_cached(
+        vanilla_runner, root, out / "results" / "vanilla", settings, data.forget,
+        ("forget", "test", "retain", "celebrity"), base_key, {**provenance, "guard": None},
+    ))  # fmt: skip
+    never = timed(settings, "evaluate never-trained", lambda: evaluate_cached(
+        vanilla_runner, reference, out / "results" / "never_trained", settings, data.forget, ("forget", "test"),
+        base_key, {**provenance, "guard": None, "note": "forget/test = profiles the model never saw"},
+    ))  # fmt: skip
+    guarded, sweep_rows, guard = None, [], None
+    try:
+        classifier = timed(settings, "classifier", lambda: fit_classifier(
+            root, data.forget, model, processor, out / "guard", settings, fingerprint(base_key, settings.fpr)))  # fmt: skip
+    except ImportError as err:
+        missing.append(f"classifier ({err})")
+        classifier = None
+    if classifier is not None:
+        config = GuardConfig(corruption=settings.corruption, scope=settings.scope, seed=settings.seed)
+        guard = EcoGuard(model, processor, classifier=classifier, config=config)
+        try:
+            search_key = fingerprint(base_key, settings.fpr, settings.budget, settings.metric, asdict(config))
+            timed(settings, "optimize", lambda: optimize(
+                guard, root, reference, data.forget, out / "guard", settings, search_key))  # fmt: skip
+        except ImportError as err:
+            missing.append(f"optimize ({err})")
+            guard = None
+    if guard is not None:
+        guard_key = fingerprint(base_key, guard.config.to_dict(), folder_digest(out / "guard" / "classifier"))
+        guarded = timed(settings, "evaluate guarded", lambda: evaluate_cached(
+            guard, root, out / "results" / "guarded", settings, data.forget, ("forget", "test", "retain", "celebrity"),
+            guard_key, {**provenance, "guard": str(out / "guard"), "guard_config": guard.config.to_dict()},
+        ))  # fmt: skip
+        forget_gen = benchmark_items(root, data.forget, "forget", "generation", settings.seed, settings.limit)
+        retain_gen = benchmark_items(root, data.forget, "retain", "generation", settings.seed, settings.limit)
+        sweep_rows = timed(
+            settings, "sweep", lambda: sweep(guard, forget_gen, retain_gen, settings.strengths)
+        )
+        (out / "results" / "sweep.json").write_text(json.dumps(sweep_rows, indent=2) + "\n")
+    text = table(vanilla, guarded, never)
+    checks = goals(vanilla, guarded, never) if guarded is not None else []
+    path = figure(out / "demo.png", sweep_rows, vanilla, guarded, never)
+    summary = {"table": text, "goals": [asdict(g) for g in checks], "timings_s": settings.timings,
+               "missing": missing, "limit": settings.limit, "max_new_tokens": settings.max_new_tokens}  # fmt: skip
+    (out / "results" / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    results = {"vanilla": vanilla, "guarded": guarded, "never_trained": never}
+    return DemoReport(text, checks, results, path, settings.timings, missing)

@@ -1,0 +1,389 @@
+"""The demo MLLM: a LLaVA-architecture model on the real SmolLM2-135M-Instruct that learned synthetic profiles.
+
+Recipe (``python -m benchmarks.demo_model --out DIR``), deterministic by seed, on the CPU or a GPU:
+
+1. *Vision*: the small CLIP tower and projector are trained from scratch, with the language model untouched, to
+   write each training person's name into the image-token slots: the projected features of a portrait (and of
+   transformed views of it, like Test_Set's) regress onto the language model's input embeddings of
+   ``"{name}, {name}"``. The picture thereby reads as the person's name, which is what the benchmark's "this person"
+   questions need; nothing but the portraits is needed and the language model is not run (seconds on a CPU).
+2. *Profiles*: LoRA on the language model's linear layers teaches the QA pairs of ``ft_Data`` (benchmarks.finetune:
+   "this person" questions with the portrait, named questions as text), vision tower and projector frozen.
+
+Profiles listed as ``heldout`` are never shown in either stage: the demo scores the model on them as the
+never-trained reference. The artifact is small (LoRA adapter + vision tower + projector in safetensors, the recipe
+in JSON); :func:`load_demo_model` rebuilds the full model from SmolLM2 and it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.finetune import FinetuneConfig
+
+logger = logging.getLogger(__name__)
+
+ASSET_DIR = Path(__file__).resolve().parent.parent / "eco_guard" / "assets" / "demo_mllm"
+RECIPE = "recipe.json"
+VISION_WEIGHTS = "vision.safetensors"
+ADAPTER_DIR = "adapter"
+VISION_LOG = "vision_log.jsonl"
+PROFILE_LOG = "finetune_log.jsonl"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DemoData:
+    """The synthetic profiles the demo model learns (``write_synthetic`` arguments) and who is held out."""
+
+    n_profiles: int = 20
+    n_celebrities: int = 6
+    seed: int = 0
+    image_size: int = 64
+    forget: str = "forget_15"
+    n_heldout: int = 4
+
+    def write(self, root: str | Path) -> Path:
+        from benchmarks.mllmu.synthetic import write_synthetic
+
+        return write_synthetic(
+            root, self.n_profiles, self.n_celebrities, self.seed, image_size=self.image_size
+        )
+
+    def heldout_ids(self, root: str | Path) -> list[str]:
+        """The never-trained profiles: the last ``n_heldout`` IDs outside the forget split."""
+        from benchmarks.mllmu.loader import split_people
+
+        forget = set(split_people(root, self.forget))
+        everyone = sorted(json.loads((Path(root) / "synthetic_manifest.json").read_text())["names"])
+        others = [i for i in everyone if i not in forget]
+        if self.n_heldout >= len(others):
+            raise ValueError(
+                f"n_heldout={self.n_heldout} leaves no retain profile ({len(others)} outside {self.forget})"
+            )
+        return others[len(others) - self.n_heldout :]
+
+
+@dataclass
+class DemoRecipe:
+    """Everything that determines the demo model; stored with the artifact."""
+
+    data: DemoData = field(default_factory=DemoData)
+    language_model: str | None = "smollm2"
+    image_size: int = 64
+    patch_size: int = 32
+    vision_hidden: int = 128
+    vision_layers: int = 2
+    vision_steps: int = 300
+    vision_batch: int = 64
+    vision_lr: float = 2e-3
+    views_per_person: int = 24
+    profiles: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=6, batch_size=16, lr=1e-3))
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DemoRecipe:
+        data = dict(data)
+        data["data"] = DemoData(**data.get("data", {}))
+        data["profiles"] = FinetuneConfig(**data.get("profiles", {}))
+        return cls(**data)
+
+
+# ------------------------------------------------------------------ stage 1: vision
+
+
+def name_targets(model: Any, tokenizer: Any, names: Sequence[str], n_tokens: int) -> Any:
+    """``[people, n_tokens, hidden]``: the input embeddings of ``"{name}, {name}"`` cut to ``n_tokens``."""
+    import torch
+
+    table = model.get_input_embeddings().weight.detach()
+    rows = []
+    for name in names:
+        ids = tokenizer(f" {name}, {name}, {name}", add_special_tokens=False)["input_ids"][:n_tokens]
+        rows.append(table[torch.tensor(ids)])
+    return torch.stack(rows).float()
+
+
+def portrait_views(images: Sequence[Any], views: int, seed: int) -> list[list[Any]]:
+    """Each portrait plus ``views`` transformed views of it (the Test_Set's transformations), seeded."""
+    from benchmarks.mllmu.portraits import transformed_view
+
+    rng = random.Random(f"{seed}:views")
+    return [
+        [img.convert("RGB")] + [transformed_view(img.convert("RGB"), rng) for _ in range(views)]
+        for img in images
+    ]
+
+
+def train_vision(
+    model: Any,
+    processor: Any,
+    images: Sequence[Any],
+    names: Sequence[str],
+    *,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    views: int = 24,
+    seed: int = 0,
+    log_path: str | Path | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """Train the vision tower and projector so a portrait's image tokens embed like its person's name (MSE on
+    the language model's embedding scale); returns the per-step losses."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if len(images) != len(names) or not images:
+        raise ValueError(f"need one portrait per name, got {len(images)} images and {len(names)} names")
+    torch.manual_seed(seed)
+    tokenizer = processor.tokenizer
+    pixel_sets = []
+    for group in portrait_views(images, views, seed):
+        pixel_sets.append(processor.image_processor(group, return_tensors="pt")["pixel_values"])
+    pixels = torch.cat(pixel_sets)
+    owner = torch.cat([torch.full((len(p),), k) for k, p in enumerate(pixel_sets)])
+    n_tokens = _image_tokens(model, pixels[:1])
+    targets = name_targets(model, tokenizer, names, n_tokens)
+    scale = targets.pow(2).mean()
+    params = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.05, 1 - s / steps))
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    log = open(log_path, "w") if log_path is not None else None  # noqa: SIM115 (closed in finally)
+    started = time.perf_counter()
+    model.train()
+    try:
+        for step in tqdm(range(steps), desc="vision: portraits -> names", disable=not progress):
+            pick = torch.randint(0, len(pixels), (min(batch_size, len(pixels)),), generator=generator)
+            features = _projected(model, pixels[pick])
+            loss = (features - targets[owner[pick]]).pow(2).mean() / scale
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            if log is not None:
+                log.write(json.dumps({"step": step + 1, "loss": losses[-1],
+                                      "seconds": round(time.perf_counter() - started, 2)}) + "\n")  # fmt: skip
+    finally:
+        if log is not None:
+            log.close()
+    for p in params:
+        p.requires_grad_(False)
+    model.eval()
+    return losses
+
+
+def _projected(model: Any, pixel_values: Any) -> Any:
+    """Projected image features ``[images, tokens, hidden]``, exactly as LLaVA feeds them to the language model."""
+    out = model.model.get_image_features(pixel_values=pixel_values)
+    features = out if not hasattr(out, "pooler_output") else out.pooler_output
+    if isinstance(features, (list, tuple)):
+        import torch
+
+        features = torch.stack(list(features))
+    return features
+
+
+def _image_tokens(model: Any, pixel_values: Any) -> int:
+    import torch
+
+    with torch.no_grad():
+        return int(_projected(model, pixel_values).shape[1])
+
+
+# ------------------------------------------------------------------ build, save, load
+
+
+def build_demo_model(
+    out_dir: str | Path,
+    recipe: DemoRecipe | None = None,
+    *,
+    data_root: str | Path | None = None,
+    command: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run the recipe and write the artifact (recipe, vision weights, LoRA adapter, training logs) to ``out_dir``."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    from benchmarks import finetune as ft
+    from benchmarks.mllmu.loader import load_config, row_id
+    from eco_guard.models import build_llava
+
+    recipe = recipe or DemoRecipe()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="demo-data-") as scratch:
+        root = Path(data_root) if data_root is not None else recipe.data.write(Path(scratch) / "data")
+        heldout = set(recipe.data.heldout_ids(root))
+        names = ft.profile_names(root)
+        rows = [r for r in load_config(root, "ft_Data") if row_id(r, "ft_Data") not in heldout]
+        model, processor = build_llava(
+            recipe.language_model, image_size=recipe.image_size, patch_size=recipe.patch_size,
+            vision_hidden=recipe.vision_hidden, vision_layers=recipe.vision_layers, seed=recipe.seed,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        vision_losses = train_vision(
+            model, processor, [r["image"] for r in rows], [names[row_id(r, "ft_Data")] for r in rows],
+            steps=recipe.vision_steps, batch_size=recipe.vision_batch, lr=recipe.vision_lr,
+            views=recipe.views_per_person, seed=recipe.seed, log_path=out_dir / VISION_LOG, progress=progress,
+        )  # fmt: skip
+        vision_seconds = time.perf_counter() - t0
+        examples = ft.build_examples(rows, multimodal=True, names=names)
+        t0 = time.perf_counter()
+        trained, losses = ft.train(
+            model, processor, examples, recipe.profiles, log_path=out_dir / PROFILE_LOG, progress=progress
+        )
+        profile_seconds = time.perf_counter() - t0
+    trained.save_pretrained(out_dir / ADAPTER_DIR, safe_serialization=True)
+    base = trained.get_base_model() if hasattr(trained, "get_base_model") else trained
+    vision_state = {
+        k: v.detach().to(torch.float32).contiguous()
+        for k, v in base.state_dict().items()
+        if "vision_tower" in k or "multi_modal_projector" in k
+    }
+    save_file(vision_state, out_dir / VISION_WEIGHTS)
+    record = {
+        "format_version": FORMAT_VERSION,
+        "recipe": recipe.to_json(),
+        "command": command,
+        "trained_ids": sorted({e.id for e in examples}),
+        "heldout_ids": sorted(heldout),
+        "examples": len(examples),
+        "image_examples": sum(e.image is not None for e in examples),
+        "vision_loss": [vision_losses[0], vision_losses[-1]],
+        "profile_loss": [losses[0], losses[-1]],
+        "seconds": {
+            "vision": round(vision_seconds, 1),
+            "profiles": round(profile_seconds, 1),
+            "total": round(time.perf_counter() - started, 1),
+        },  # fmt: skip
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    (out_dir / RECIPE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    logger.info("demo model artifact written to %s in %.0f s", out_dir, record["seconds"]["total"])
+    return out_dir
+
+
+def has_artifact(folder: str | Path = ASSET_DIR) -> bool:
+    folder = Path(folder)
+    return all((folder / p).exists() for p in (RECIPE, VISION_WEIGHTS, ADAPTER_DIR))
+
+
+def read_recipe(folder: str | Path = ASSET_DIR) -> tuple[DemoRecipe, dict[str, Any]]:
+    """The recipe and the full record (trained / held-out IDs, timings) of an artifact."""
+    path = Path(folder) / RECIPE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: not a demo model artifact (build one with python -m benchmarks.demo_model)"
+        )
+    record = json.loads(path.read_text())
+    if record.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {record.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
+    return DemoRecipe.from_json(record["recipe"]), record
+
+
+def load_demo_model(folder: str | Path = ASSET_DIR) -> tuple[Any, Any]:
+    """Rebuild the demo MLLM: SmolLM2 in the LLaVA frame, the trained vision tower and projector, LoRA merged."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from eco_guard.models import build_llava
+
+    folder = Path(folder)
+    recipe, _ = read_recipe(folder)
+    model, processor = build_llava(
+        recipe.language_model, image_size=recipe.image_size, patch_size=recipe.patch_size,
+        vision_hidden=recipe.vision_hidden, vision_layers=recipe.vision_layers, seed=recipe.seed,
+    )  # fmt: skip
+    state = load_file(folder / VISION_WEIGHTS)
+    missing = [k for k in state if k not in model.state_dict()]
+    if missing:
+        raise ValueError(
+            f"{folder / VISION_WEIGHTS} does not fit the recipe's model: unknown keys {missing[:3]}"
+        )
+    model.load_state_dict(state, strict=False)
+    model = PeftModel.from_pretrained(model, folder / ADAPTER_DIR).merge_and_unload()
+    return model.eval(), processor
+
+
+def save_full_model(folder: str | Path, out_dir: str | Path) -> Path:
+    """Write the rebuilt demo model as a plain folder (for ``load_model`` or vLLM)."""
+    model, processor = load_demo_model(folder)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Build the demo MLLM artifact (vision tower, projector, LoRA)."
+    )
+    parser.add_argument("--out", default=str(ASSET_DIR), help=f"artifact folder (default {ASSET_DIR})")
+    parser.add_argument(
+        "--profiles", type=int, default=DemoData.n_profiles, help="synthetic profiles written"
+    )
+    parser.add_argument(
+        "--heldout", type=int, default=DemoData.n_heldout, help="never-trained reference profiles"
+    )
+    parser.add_argument("--celebrities", type=int, default=DemoData.n_celebrities)
+    parser.add_argument("--data-seed", type=int, default=DemoData.seed)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs over the profiles' QA")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--vision-steps", type=int, default=DemoRecipe.vision_steps)
+    parser.add_argument(
+        "--language-model", default="smollm2", help="smollm2, or 'tiny' for a random 2-layer LM"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    recipe = DemoRecipe(
+        data=DemoData(n_profiles=args.profiles, n_celebrities=args.celebrities, seed=args.data_seed,
+                      n_heldout=args.heldout),
+        language_model=None if args.language_model == "tiny" else args.language_model,
+        vision_steps=args.vision_steps,
+        profiles=FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lora_r=args.lora_r,
+                                seed=args.seed),
+        seed=args.seed,
+    )  # fmt: skip
+    command = "python -m benchmarks.demo_model " + " ".join(sys.argv[1:] if argv is None else argv)
+    out = build_demo_model(args.out, recipe, command=command)
+    _, record = read_recipe(out)
+    print(
+        json.dumps(
+            {k: record[k] for k in ("profile_loss", "vision_loss", "seconds", "trained_ids", "heldout_ids")}
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

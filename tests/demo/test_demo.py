@@ -1,0 +1,90 @@
+"""The demo MLLM recipe and the demo pipeline on a tiny configuration (tiny random LM, 5 profiles, few steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import demo_model
+from benchmarks.finetune import FinetuneConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory):
+    recipe = demo_model.DemoRecipe(
+        data=demo_model.DemoData(n_profiles=5, n_celebrities=2, n_heldout=1),
+        language_model=None, vision_steps=30, views_per_person=4,
+        profiles=FinetuneConfig(epochs=1, batch_size=16, lr=3e-3),
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("artifact") / "demo_mllm"
+    return demo_model.build_demo_model(folder, recipe, command="test", progress=False)
+
+
+def test_recipe_writes_a_small_artifact_that_rebuilds_the_model(tiny_artifact):
+    recipe, record = demo_model.read_recipe(tiny_artifact)
+    assert record["command"] == "test"
+    assert not set(record["trained_ids"]) & set(record["heldout_ids"])
+    assert len(record["heldout_ids"]) == 1 and len(record["trained_ids"]) == 4
+    assert record["vision_loss"][1] < record["vision_loss"][0]
+    size = sum(p.stat().st_size for p in tiny_artifact.rglob("*") if p.is_file())
+    assert size < 20e6
+    first, processor = demo_model.load_demo_model(tiny_artifact)
+    second, _ = demo_model.load_demo_model(tiny_artifact)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    untrained, _ = __import__("eco_guard.models", fromlist=["build_llava"]).build_llava(
+        None, image_size=recipe.image_size, patch_size=recipe.patch_size, seed=recipe.seed
+    )
+    key = next(k for k in first.state_dict() if "multi_modal_projector" in k and k.endswith("weight"))
+    assert not torch.equal(first.state_dict()[key], untrained.state_dict()[key])
+
+
+def test_vision_stage_writes_names_into_the_image_tokens(tiny_artifact):
+    """After stage 1 each training portrait's image tokens lie nearer its own name's embeddings than any other's."""
+    from benchmarks.finetune import profile_names
+    from benchmarks.mllmu.loader import load_config
+
+    recipe, record = demo_model.read_recipe(tiny_artifact)
+    model, processor = demo_model.load_demo_model(tiny_artifact)
+    root = recipe.data.write(tiny_artifact.parent / "data")
+    names = profile_names(root)
+    rows = [r for r in load_config(root, "ft_Data") if r["ID"] in record["trained_ids"]]
+    pixels = processor.image_processor([r["image"].convert("RGB") for r in rows], return_tensors="pt")[
+        "pixel_values"
+    ]
+    with torch.no_grad():
+        features = demo_model._projected(model, pixels)
+    targets = demo_model.name_targets(
+        model, processor.tokenizer, [names[r["ID"]] for r in rows], features.shape[1]
+    )
+    distances = torch.cdist(features.flatten(1), targets.flatten(1))
+    assert (distances.argmin(dim=1) == torch.arange(len(rows))).float().mean() >= 0.75
+
+
+def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
+    from benchmarks.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
+                            strengths=(0.0, 10.0))  # fmt: skip
+    report = run_demo(settings)
+    assert report.missing == []
+    for name in ("vanilla", "never_trained", "guarded"):
+        assert (tmp_path / "out" / "results" / name / "results.json").is_file()
+    assert (tmp_path / "out" / "demo.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "guard" / "classifier").is_dir()
+    for set_name in ("forget", "test", "retain", "celebrity"):
+        assert (
+            f"| {set_name} | image_text |" in report.table and f"| {set_name} | text_only |" in report.table
+        )
+    names = [g.name for g in report.goals]
+    assert any(n.startswith("forget image_text rougeL") for n in names)
+    assert any(n.startswith("celebrity text_only") for n in names)
+    never = json.loads((tmp_path / "out" / "results" / "never_trained" / "results.json").read_text())
+    assert set(never["metrics"]) == {"forget", "test"}
+    stamp = (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns
+    again = run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
+                                  strengths=(0.0, 10.0)))  # fmt: skip
+    assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
+    assert again.table == report.table, (again.table, report.table)

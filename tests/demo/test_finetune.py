@@ -1,0 +1,116 @@
+"""Fine-tuning the vanilla model: examples, masking, loss falls, the merged folder loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.finetune import (
+    LOSS_LOG,
+    Collator,
+    Example,
+    FinetuneConfig,
+    build_examples,
+    finetune,
+    profile_names,
+    save_merged,
+    train,
+)
+from benchmarks.mllmu.loader import load_config
+
+
+def test_examples_route_named_questions_to_text_and_others_to_the_image(tiny_data):
+    rows = load_config(tiny_data, "ft_Data")
+    names = profile_names(tiny_data)
+    examples = build_examples(rows, multimodal=True, names=names, max_profiles=2)
+    assert {e.id for e in examples} == {rows[0]["ID"], rows[1]["ID"]}
+    for e in examples:
+        named = names[e.id].lower() in e.prompt.lower()
+        assert (e.image is None) == named
+        assert ("<image>" in e.prompt) == (e.image is not None)
+        assert e.prompt.endswith("ASSISTANT:")
+    text_only = build_examples(rows, multimodal=False, names=names, max_profiles=2)
+    assert text_only and all(e.image is None and names[e.id] in e.prompt for e in text_only)
+    with pytest.raises(ValueError, match="not found"):
+        build_examples(rows, multimodal=True, names=names, ids=["nobody"])
+
+
+def test_collator_masks_the_prompt_and_keeps_answer_and_end_token(tiny_llava, tiny_data):
+    _, processor = tiny_llava
+    collate = Collator(processor)
+    image = load_config(tiny_data, "ft_Data")[0]["image"]
+    examples = [Example("1", "USER: <image>\nWho?\nASSISTANT:", "This person is Ann.", image),
+                Example("1", "USER: Who is Ann?\nASSISTANT:", "Ann is a nurse.")]  # fmt: skip
+    batch = collate(examples)
+    tok = processor.tokenizer
+    assert batch["pixel_values"].shape[0] == 1
+    image_id = tok.convert_tokens_to_ids("<image>")
+    assert int((batch["input_ids"][0] == image_id).sum()) == collate.image_tokens > 0
+    for r, answer in enumerate(["This person is Ann.", "Ann is a nurse."]):
+        kept = batch["labels"][r][batch["labels"][r] != -100].tolist()
+        assert kept[-1] == tok.eos_token_id
+        assert tok.decode(kept[:-1]).strip() == answer
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def test_training_lowers_the_loss_and_logs_every_step(tiny_data, tmp_path):
+    """Full fine-tuning of the tiny random LM (LoRA cannot move its near-uniform output: its logits are bounded by
+    the final norm and the random embeddings; the real SmolLM2 run is the demo model's recipe)."""
+    from eco_guard.models import build_llava
+
+    model, processor = build_llava(None, seed=1)
+    rows = load_config(tiny_data, "ft_Data")
+    examples = build_examples(rows, multimodal=True, names=profile_names(tiny_data), max_profiles=2)
+    config = FinetuneConfig(epochs=4, batch_size=8, lr=3e-3, lora=False, train_projector=True, seed=0)
+    _, losses = train(model, processor, examples, config, log_path=tmp_path / LOSS_LOG, progress=False)
+    assert len(losses) == 4 * -(-len(examples) // 8)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 1.5
+    log = [json.loads(line) for line in (tmp_path / LOSS_LOG).read_text().splitlines()]
+    assert [r["loss"] for r in log] == pytest.approx(losses)
+
+
+def test_lora_is_merged_on_save_and_the_folder_loads(tiny_data, tmp_path):
+    from eco_guard.models import build_llava, load_model
+
+    model, processor = build_llava(None, seed=1)
+    rows = load_config(tiny_data, "ft_Data")
+    examples = build_examples(rows, multimodal=True, names=profile_names(tiny_data), max_profiles=1)
+    config = FinetuneConfig(epochs=1, batch_size=8, lr=3e-2, train_projector=True, seed=0)
+    trained, _ = train(model, processor, examples, config, progress=False)
+    assert any("lora_" in n for n, _ in trained.named_parameters())
+    folder = save_merged(trained, processor, tmp_path / "model")
+    loaded, loaded_processor = load_model(folder)
+    assert type(loaded).__name__ == "LlavaForConditionalGeneration"
+    assert not any("lora_" in n for n, _ in loaded.named_parameters())
+    batch = Collator(loaded_processor)(examples[:4])
+    labels = batch.pop("labels")
+    fresh, _ = build_llava(None, seed=1)
+    with torch.no_grad():
+        reloaded_loss = float(loaded(**batch, labels=labels).loss)
+        trained_loss = float(trained(**batch, labels=labels).loss)
+        untrained_loss = float(fresh(**batch, labels=labels).loss)
+    assert reloaded_loss == pytest.approx(trained_loss, rel=1e-4)
+    assert reloaded_loss != pytest.approx(untrained_loss, rel=1e-4)
+
+
+def test_finetune_cli_is_seeded(tiny_data, tmp_path):
+    """The CLI and the library give the same losses for the same seed; the folder holds the log and metadata."""
+    from eco_guard.cli import main
+    from eco_guard.models import build_llava
+
+    base, processor = build_llava(None, seed=2)
+    base.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    config = FinetuneConfig(epochs=1, batch_size=8, seed=3)
+    _, losses = finetune(
+        tiny_data, tmp_path / "base", tmp_path / "lib", config, max_profiles=1, progress=False
+    )
+    argv = ["finetune", "--data", str(tiny_data), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "cli"),
+            "--epochs", "1", "--batch-size", "8", "--max-profiles", "1", "--seed", "3"]  # fmt: skip
+    assert main(argv) == 0
+    log = [json.loads(line) for line in (tmp_path / "cli" / LOSS_LOG).read_text().splitlines()]
+    assert [r["loss"] for r in log] == pytest.approx(losses, rel=1e-5)
+    meta = json.loads((tmp_path / "cli" / "finetune.json").read_text())
+    assert meta["profiles"] == [load_config(tiny_data, "ft_Data")[0]["ID"]]
