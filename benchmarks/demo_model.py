@@ -8,7 +8,8 @@ Recipe (``python -m benchmarks.demo_model --out DIR``), deterministic by seed, o
    ``"{name}, {name}"``. The picture thereby reads as the person's name, which is what the benchmark's "this person"
    questions need; nothing but the portraits is needed and the language model is not run (seconds on a CPU).
 2. *Profiles*: LoRA on the language model's linear layers teaches the QA pairs of ``ft_Data`` (benchmarks.finetune:
-   "this person" questions with the portrait, named questions as text), vision tower and projector frozen.
+   "this person" questions with the portrait, named questions as text), vision tower and projector frozen, plus
+   ``practice_per_person`` multiple-choice and cloze examples per profile (:mod:`benchmarks.practice`).
 
 Profiles listed as ``heldout`` are never shown in either stage: the demo scores the model on them as the
 never-trained reference. The artifact is small (LoRA adapter + vision tower + projector in safetensors, the recipe
@@ -38,7 +39,7 @@ VISION_WEIGHTS = "vision.safetensors"
 ADAPTER_DIR = "adapter"
 VISION_LOG = "vision_log.jsonl"
 PROFILE_LOG = "finetune_log.jsonl"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -88,6 +89,7 @@ class DemoRecipe:
     vision_lr: float = 2e-3
     views_per_person: int = 24
     profiles: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=6, batch_size=16, lr=1e-3))
+    practice_per_person: int = 6
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -229,6 +231,7 @@ def build_demo_model(
 
     from benchmarks import finetune as ft
     from benchmarks.mllmu.loader import load_config, row_id
+    from benchmarks.practice import practice_examples
     from eco_guard.models import build_llava
 
     recipe = recipe or DemoRecipe()
@@ -252,6 +255,10 @@ def build_demo_model(
         )  # fmt: skip
         vision_seconds = time.perf_counter() - t0
         examples = ft.build_examples(rows, multimodal=True, names=names)
+        trained_ids = {row_id(r, "ft_Data") for r in rows}
+        profiles = [r for r in load_config(root, "Full_Set") if row_id(r, "Full_Set") in trained_ids]
+        practice = practice_examples(profiles, seed=recipe.seed, per_person=recipe.practice_per_person)
+        examples += practice
         t0 = time.perf_counter()
         trained, losses = ft.train(
             model, processor, examples, recipe.profiles, log_path=out_dir / PROFILE_LOG, progress=progress
@@ -272,6 +279,7 @@ def build_demo_model(
         "trained_ids": sorted({e.id for e in examples}),
         "heldout_ids": sorted(heldout),
         "examples": len(examples),
+        "practice_examples": len(practice),
         "image_examples": sum(e.image is not None for e in examples),
         "vision_loss": [vision_losses[0], vision_losses[-1]],
         "profile_loss": [losses[0], losses[-1]],
@@ -359,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--vision-steps", type=int, default=DemoRecipe.vision_steps)
+    parser.add_argument("--practice", type=int, default=DemoRecipe.practice_per_person,
+                        help="multiple-choice / cloze practice examples per profile (0: QA only)")
     parser.add_argument(
         "--language-model", default="smollm2", help="smollm2, or 'tiny' for a random 2-layer LM"
     )
@@ -370,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       n_heldout=args.heldout),
         language_model=None if args.language_model == "tiny" else args.language_model,
         vision_steps=args.vision_steps,
+        practice_per_person=args.practice,
         profiles=FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lora_r=args.lora_r,
                                 seed=args.seed),
         seed=args.seed,

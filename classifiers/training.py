@@ -16,7 +16,7 @@ import numpy as np
 
 from classifiers.attacks import FAMILIES
 from classifiers.augment import transform
-from classifiers.calibration import false_negative_rate, false_positive_rate
+from classifiers.calibration import false_negative_rate, false_positive_rate, min_negatives
 from classifiers.image import ImageEncoder, ImageIdentityClassifier
 from classifiers.multimodal import MultimodalClassifier
 from classifiers.prompts import TEMPLATES, general_prompts
@@ -97,17 +97,9 @@ def fit_classifier(
     classifier = MultimodalClassifier(text, terms, image, fpr=fpr)
 
     cal_people = groups["retain"][1] + groups["celebrity"][1]
-    # Calibration negatives look like the traffic: original and paraphrased questions, transformed images.
-    calibration: list[Any] = [
-        q for p in cal_people for q in p.text_questions + p.held_out_text_questions
-    ] + general["calibrate"]
-    if image is not None:
-        calibration += [
-            {"text": _pick(p.image_questions, rng), "image": img}
-            for p in cal_people
-            if p.image is not None and p.image_questions
-            for img in [transform(p.image, rng) for _ in range(2)] + list(p.held_out_images)
-        ]
+    calibration = calibration_negatives(
+        cal_people, general["calibrate"], rng, fpr=fpr, with_images=image is not None
+    )
     classifier.calibrate(calibration)
 
     report = {
@@ -128,6 +120,45 @@ def fit_classifier(
         ),
     }
     return classifier, report
+
+
+def calibration_negatives(
+    people: Sequence[Profile],
+    general: Sequence[str],
+    rng: np.random.Generator,
+    *,
+    fpr: float,
+    with_images: bool,
+    margin: float = 2.0,
+) -> list[Any]:
+    """Negative requests drawn like the traffic: the calibration people's questions and paraphrases, general
+    prompts, then (until ``margin`` times the count needed to flag anything at ``fpr``) the same questions under
+    the attack families' wrappings; image requests are their "this person" questions with transformed views of
+    their portraits, as many views as that count asks. Few people with many views still calibrate the rate
+    *for those people's kind of images*; the report counts both."""
+    text: list[Any] = [q for p in people for q in p.text_questions + p.held_out_text_questions] + list(general)
+    needed = int(np.ceil(margin * min_negatives(fpr, 1)))
+    pool = [(p, q) for p in people for q in p.text_questions + p.held_out_text_questions]
+    families = list(FAMILIES.values())
+    for i in range(max(0, needed - len(text)) if pool else 0):
+        person, question = pool[int(rng.integers(len(pool)))]
+        text.append(families[i % len(families)](question, person.name, rng))
+    if len(text) < needed:
+        logger.warning("only %d text calibration negatives (%d wanted for fpr=%g)", len(text), needed, fpr)
+    if not with_images:
+        return text
+    pictured = [p for p in people if p.image is not None and p.image_questions]
+    if not pictured:
+        logger.warning("no calibration person has an image: image requests cannot be calibrated")
+        return text
+    wanted = int(np.ceil(margin * min_negatives(fpr, 2)))
+    images = []
+    for k in range(wanted):
+        person = pictured[k % len(pictured)]
+        held = person.held_out_images
+        view = held[k // len(pictured)] if k // len(pictured) < len(held) else transform(person.image, rng)
+        images.append({"text": _pick(person.image_questions, rng), "image": view})
+    return text + images
 
 
 def evaluate(

@@ -50,11 +50,13 @@ FEW_SHOT_SETS = {"classification": ("forget", "test", "retain"), "cloze": SETS}
 OPTION_PREFIX = " "
 """Options are scored as the continuation `` <option text>`` of the prompt."""
 METRIC_ORDER = (
-    "classification_acc", "classification_logprob_acc", "cloze_acc", "rouge1", "rouge2", "rougeL", "bleu",
+    "classification_acc", "classification_stated_acc", "classification_logprob_acc", "cloze_acc", "rouge1", "rouge2", "rougeL", "bleu",
     "qa_rougeL", "flag_rate", "n",
 )  # fmt: skip
 UNITS = {
     "classification_acc": "percent: first letter of the answer equals the key",
+    "classification_stated_acc": "percent: the answer's first letter, or else the one option text it states, is the "
+    "right option",
     "classification_logprob_acc": "percent: the option text with the highest summed log-probability after the prompt "
     "is the right one",
     "cloze_acc": "percent: ground truth is a case-insensitive substring of the answer",
@@ -394,7 +396,9 @@ def score_item(it: Item, with_bleu: bool) -> dict[str, Any]:
     }  # fmt: skip
     if it.task == "classification":
         prediction = metrics.first_letter(response, it.options)
-        sample.update(options=it.options, prediction=prediction, correct=prediction == it.reference)
+        stated = metrics.stated_option(response, it.options)
+        sample.update(options=it.options, prediction=prediction, correct=prediction == it.reference,
+                      stated_prediction=stated, stated_correct=stated == it.reference)  # fmt: skip
         if it.record["option_logprobs"] is not None:
             keys = list(it.options)
             choice = metrics.logprob_choice(keys, it.record["option_logprobs"])
@@ -425,6 +429,8 @@ def summarize(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[
         if by_task["classification"]:
             cls = by_task["classification"]
             m["classification_acc"] = 100 * metrics.mean([float(s["correct"]) for s in cls])
+            if all("stated_correct" in s for s in cls):
+                m["classification_stated_acc"] = 100 * metrics.mean([float(s["stated_correct"]) for s in cls])
             if all("logprob_correct" in s for s in cls):
                 m["classification_logprob_acc"] = 100 * metrics.mean(
                     [float(s["logprob_correct"]) for s in cls]

@@ -29,6 +29,23 @@ def first_letter(response: str, options: Mapping[str, str]) -> str | None:
     return letter if letter in options else None
 
 
+def stated_option(response: str, options: Mapping[str, str]) -> str | None:
+    """The option a response picks: its first letter when that is a key (the reference rule), else the one option
+    whose text the response states ("She lives in Cork, Ireland." -> the "Cork, Ireland" key). Small models answer
+    multiple choice in sentences; this reads them without guessing (no option or several: None)."""
+    letter = first_letter(response, options)
+    if letter is not None:
+        return letter
+    said = response.lower()
+    stated = [key for key, text in options.items() if text and text.lower() in said]
+    if len(stated) > 1:  # one option's text inside another's ("Cork" and "Cork, Ireland"): keep the longest
+        longest = max(stated, key=lambda k: len(options[k]))
+        if all(options[k].lower() in options[longest].lower() for k in stated):
+            return longest
+        return None
+    return stated[0] if stated else None
+
+
 def classification_correct(response: str, options: Mapping[str, str], answer: str) -> bool:
     return first_letter(response, options) == answer
 
