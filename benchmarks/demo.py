@@ -30,7 +30,13 @@ GOAL_METRICS = ("classification_stated_acc", "cloze_acc", "rougeL")
 """Classification is read from the stated option: the demo's 135M model answers in sentences, never a letter."""
 SET_ORDER = ("forget", "test", "retain", "celebrity")
 MODALITY_ORDER = ("image_text", "text_only")
-PERCENT_METRICS = ("classification_acc", "classification_stated_acc", "classification_logprob_acc", "cloze_acc", "flag_rate")
+PERCENT_METRICS = (
+    "classification_acc",
+    "classification_stated_acc",
+    "classification_logprob_acc",
+    "cloze_acc",
+    "flag_rate",
+)
 FORGET_TOLERANCE = 0.03
 KEEP_TOLERANCE = 0.005
 MEMORIZED_MARGIN = 0.10

@@ -367,8 +367,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--vision-steps", type=int, default=DemoRecipe.vision_steps)
-    parser.add_argument("--practice", type=int, default=DemoRecipe.practice_per_person,
-                        help="multiple-choice / cloze practice examples per profile (0: QA only)")
+    parser.add_argument(
+        "--practice",
+        type=int,
+        default=DemoRecipe.practice_per_person,
+        help="multiple-choice / cloze practice examples per profile (0: QA only)",
+    )
     parser.add_argument(
         "--language-model", default="smollm2", help="smollm2, or 'tiny' for a random 2-layer LM"
     )

@@ -136,7 +136,9 @@ def calibration_negatives(
     the attack families' wrappings; image requests are their "this person" questions with transformed views of
     their portraits, as many views as that count asks. Few people with many views still calibrate the rate
     *for those people's kind of images*; the report counts both."""
-    text: list[Any] = [q for p in people for q in p.text_questions + p.held_out_text_questions] + list(general)
+    text: list[Any] = [q for p in people for q in p.text_questions + p.held_out_text_questions] + list(
+        general
+    )
     needed = int(np.ceil(margin * min_negatives(fpr, 1)))
     pool = [(p, q) for p in people for q in p.text_questions + p.held_out_text_questions]
     families = list(FAMILIES.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 from benchmarks.mllmu.prompts import RESPONSE_MARKER
@@ -30,20 +31,20 @@ def first_letter(response: str, options: Mapping[str, str]) -> str | None:
 
 
 def stated_option(response: str, options: Mapping[str, str]) -> str | None:
-    """The option a response picks: its first letter when that is a key (the reference rule), else the one option
-    whose text the response states ("She lives in Cork, Ireland." -> the "Cork, Ireland" key). Small models answer
-    multiple choice in sentences; this reads them without guessing (no option or several: None)."""
-    letter = first_letter(response, options)
-    if letter is not None:
-        return letter
+    """The option a response picks, read as a person would: the one option whose text it states ("She lives in
+    Cork, Ireland." -> the "Cork, Ireland" key), else a leading option letter standing alone ("B", "b)", "C: ...").
+    Small models answer multiple choice in sentences, and a sentence's first letter ("Dana ...") is no choice.
+    Several options stated and no letter, or nothing: None (no guessing)."""
     said = response.lower()
     stated = [key for key, text in options.items() if text and text.lower() in said]
     if len(stated) > 1:  # one option's text inside another's ("Cork" and "Cork, Ireland"): keep the longest
         longest = max(stated, key=lambda k: len(options[k]))
-        if all(options[k].lower() in options[longest].lower() for k in stated):
-            return longest
-        return None
-    return stated[0] if stated else None
+        stated = [longest] if all(options[k].lower() in options[longest].lower() for k in stated) else stated
+    if len(stated) == 1:
+        return stated[0]
+    letter = re.match(r"\s*([A-Za-z])(?![A-Za-z])", response)
+    key = letter.group(1).upper() if letter else None
+    return key if key in options else None
 
 
 def classification_correct(response: str, options: Mapping[str, str], answer: str) -> bool:

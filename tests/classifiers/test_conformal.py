@@ -48,3 +48,28 @@ def test_errors_and_rates() -> None:
         ConformalCalibrator([0.1, float("nan")])
     rate = false_negative_rate([True, True, False, True])
     assert rate.value == 0.25 and rate.errors == 1 and 0.25 < rate.upper95 < 1
+
+
+def test_calibration_negatives_are_enough_to_flag_at_the_target_rate() -> None:
+    """Few calibration people must still yield enough negatives per modality (else nothing can be flagged)."""
+    from PIL import Image
+
+    from classifiers.training import Profile, calibration_negatives
+
+    people = [
+        Profile(f"p{k}", f"Person Number{k}", [f"Where does Person Number{k} live?"],
+                ["Where does this person live?"], Image.new("RGB", (32, 32), (10 * k, 80, 90)))
+        for k in range(3)
+    ]  # fmt: skip
+    rng = np.random.default_rng(0)
+    for fpr in (0.05, 0.01):
+        requests = calibration_negatives(
+            people, ["What is the capital of Peru?"], rng, fpr=fpr, with_images=True
+        )
+        text = [r for r in requests if not (isinstance(r, dict) and "image" in r)]
+        images = [r for r in requests if isinstance(r, dict) and "image" in r]
+        assert len(text) >= 2 * min_negatives(fpr, 1)
+        assert len(images) >= 2 * min_negatives(fpr, 2)
+        assert {r["text"] for r in images} == {"Where does this person live?"}
+    no_images = calibration_negatives(people, [], rng, fpr=0.01, with_images=False)
+    assert not any(isinstance(r, dict) and "image" in r for r in no_images)

@@ -37,6 +37,30 @@ def test_examples_route_named_questions_to_text_and_others_to_the_image(tiny_dat
         build_examples(rows, multimodal=True, names=names, ids=["nobody"])
 
 
+def test_practice_asks_each_fact_in_both_formats_with_other_people_as_distractors(tiny_data):
+    from benchmarks.practice import FACTS, fact_value, practice_examples
+
+    rows = load_config(tiny_data, "Full_Set")
+    examples = practice_examples(rows, seed=0, per_person=6)
+    assert len(examples) == 6 * len(rows)
+    multiple_choice = [e for e in examples if "Just give ONE letter" in e.prompt]
+    cloze = [e for e in examples if "[Blank]" in e.prompt]
+    assert len(multiple_choice) == len(cloze) == 3 * len(rows)
+    by_id = {r["ID"]: r["biography"] for r in rows}
+    for e in multiple_choice:
+        assert e.answer in "ABCD" and len(e.answer) == 1
+        line = next(x for x in e.prompt.splitlines() if x.startswith(f"{e.answer}: "))
+        truth = line.removeprefix(f"{e.answer}: ")
+        assert truth in {fact_value(f, by_id[e.id][f]) for f in FACTS}
+    for e in examples:
+        named = by_id[e.id]["Name"] in e.prompt
+        assert named == (e.image is None) and ("<image>" in e.prompt) == (e.image is not None)
+    # the benchmark's own questions are never practised
+    asked = {q["Question"] for r in rows for q in r["Mask_Task"]}
+    assert not any(q.replace("__", "[Blank]") in e.prompt for q in asked for e in cloze)
+    assert practice_examples(rows, seed=0) == examples
+
+
 def test_collator_masks_the_prompt_and_keeps_answer_and_end_token(tiny_llava, tiny_data):
     _, processor = tiny_llava
     collate = Collator(processor)

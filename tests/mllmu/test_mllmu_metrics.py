@@ -36,6 +36,23 @@ def test_classification_correct_uses_the_first_letter_only():
     assert not metrics.classification_correct("B: astronomer", OPTIONS, "A")
 
 
+@pytest.mark.parametrize(
+    ("response", "option"),
+    [
+        ("C", "C"),  # a letter first: the reference rule
+        ("Petra works as a firefighter.", "C"),  # a sentence stating one option
+        ("She is a nurse, not a potter.", None),  # two options stated: no guess
+        ("B: nurse, not potter", "B"),  # two stated, but a letter stands first
+        ("Dana paints.", None),  # a sentence's first letter is no choice
+        ("She paints.", None),
+        ("Dana lives in Cork, Ireland.", "X"),  # "Cork" is inside "Cork, Ireland": the longer option
+    ],
+)
+def test_stated_option(response, option):
+    options = dict(OPTIONS, X="Cork, Ireland", Y="Cork") if option == "X" else OPTIONS
+    assert metrics.stated_option(response, options) == option
+
+
 def test_response_text_cuts_at_a_second_assistant_turn():
     assert metrics.response_text("  B\nUSER: next question\nASSISTANT: C") == "B\nUSER: next question"
     assert metrics.response_text(" Lisbon ") == "Lisbon"
