@@ -54,12 +54,18 @@ class DemoSettings:
     max_new_tokens: int = 32
     batch_size: int = 8
     seed: int = 0
-    budget: int = 12
+    budget: int = 16
     metric: str = "rouge_l"
     fpr: float = 0.01
     corruption: str = "noise_first_n"
+    dims: int | None = None
+    """Dimensions the noise touches; None: all of them (isotropic noise on the names' tokens and the image
+    features; ECO's single dimension needs a strength so large on this small model that answers stop being
+    sentences before the person is forgotten)."""
     scope: tuple[str, ...] = ("spans", "image")
-    strengths: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0)
+    strength_range: tuple[float, float] = (1e-3, 1.0)
+    initial_strength: float = 0.03
+    strengths: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -268,7 +274,7 @@ def sweep(guard: Any, forget_items: Sequence[Any], retain_items: Sequence[Any], 
             row = {"strength": float(strength)}
             for name, items, forced in (("forget", forget_items, True), ("retain", retain_items, None)):
                 prompts = [it.request for it in items]
-                flags = [True] * len(items) if forced else None
+                flags = forced_flags(guard, prompts, True) if forced else None
                 scores = guard.score(prompts, [[" " + it.reference] for it in items], flags=flags,
                                      chat_template=False, batch_size=batch_size)  # fmt: skip
                 lengths = [
@@ -415,7 +421,7 @@ def optimize(
 ):
     """nevergrad search of the corruption strength: guarded forget ROUGE-L -> the never-trained profiles' level."""
     from eco_guard.config import GuardConfig
-    from eco_guard.optimize import ScoredItem, optimize_guard
+    from eco_guard.optimize import ScoredItem, SearchSpace, optimize_guard
 
     if cached(out, key, "optimize") and (out / "search.json").is_file():
         guard.config = GuardConfig.from_pretrained(out)
@@ -432,7 +438,7 @@ def optimize(
     )
     result = optimize_guard(
         guard, forget_items, target=heldout_items, metric=settings.metric, tolerance=FORGET_TOLERANCE / 2,
-        budget=settings.budget, seed=settings.seed, chat_template=False, batch_size=settings.batch_size,
+        budget=settings.budget, seed=settings.seed, chat_template=False, space=SearchSpace(settings.strength_range), batch_size=settings.batch_size,
         max_new_tokens=settings.max_new_tokens, output_dir=out,
     )  # fmt: skip
     guard.config.save_pretrained(out)
@@ -474,10 +480,13 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         missing.append(f"classifier ({err})")
         classifier = None
     if classifier is not None:
-        config = GuardConfig(corruption=settings.corruption, scope=settings.scope, seed=settings.seed)
+        dims = settings.dims or int(model.get_input_embeddings().embedding_dim)
+        config = GuardConfig(corruption=settings.corruption, dims=dims, scope=settings.scope,
+                             strength=settings.initial_strength, seed=settings.seed)  # fmt: skip
         guard = EcoGuard(model, processor, classifier=classifier, config=config)
         try:
-            search_key = fingerprint(base_key, settings.fpr, settings.budget, settings.metric, asdict(config))
+            search_key = fingerprint(base_key, settings.fpr, settings.budget, settings.metric, asdict(config),
+                                     settings.strength_range)  # fmt: skip
             timed(settings, "optimize", lambda: optimize(
                 guard, root, reference, data.forget, out / "guard", settings, search_key))  # fmt: skip
         except ImportError as err:

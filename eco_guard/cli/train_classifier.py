@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model",
-        default=None,
-        help="the guarded MLLM (folder or hub id) whose vision tower encodes images; default: the tiny LLaVA "
-        "architecture of eco_guard.models.build_llava (seeded)",
+        default="demo",
+        help="the guarded MLLM (folder, hub id or alias) whose vision tower encodes images (default: demo, the "
+        "demo MLLM that learned the synthetic profiles' portraits)",
     )
     parser.add_argument("--no-image", action="store_true", help="text detectors only")
     parser.add_argument("--seed", type=int, default=0)
@@ -121,14 +121,9 @@ def run(args: argparse.Namespace) -> int:
     forget_people, retain_people, celebrities = profiles_from_mllmu(args.data, args.forget, retain)
     encoder = None
     if not args.no_image:
-        if args.model:
-            from eco_guard.models import load_model
+        from eco_guard.models import load_model
 
-            model, processor = load_model(args.model)
-        else:
-            from eco_guard.models import build_llava
-
-            model, processor = build_llava(None, seed=args.seed)
+        model, processor = load_model(args.model)
         encoder = VisionTowerEncoder.from_mllm(model, processor)
     classifier, report = fit_classifier(
         forget_people,

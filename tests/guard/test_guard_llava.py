@@ -69,6 +69,30 @@ def test_image_corruption_changes_image_features(tiny_llava, image):
     assert torch.equal(corrupted[1][~img[1]], clean[1][~img[1]]), "image scope alone leaves text tokens"
 
 
+def test_spans_and_image_scope_corrupts_the_picture_when_no_name_is_in_the_words(tiny_llava, image):
+    """ "Who is this person?" with a photo: the photo identifies them, so only its features are corrupted; a
+    named person with a photo gets both; an unmatched text-only request falls back to all its prompt tokens."""
+    from eco_guard.requests import Flag
+
+    model, processor = tiny_llava
+    prompts = [
+        {"text": "Who is this person?", "image": image},
+        {"text": "Is this Jane Doe?", "image": image},
+        "Who is this person?",
+    ]
+    config = GuardConfig(scope=("spans", "image"), strength=10.0, corruption="noise_rand_n", dims=8)
+    guard = EcoGuard(model, processor, config=config)
+    clean = merged_embeddings(guard, prompts, [False] * 3)
+    corrupted = merged_embeddings(guard, prompts, [Flag(True), Flag(True, terms=("Jane Doe",)), Flag(True)])
+    img = image_positions(guard, prompts)
+    assert torch.equal(corrupted[0][~img[0]], clean[0][~img[0]]), "the words of a nameless image request stay"
+    assert not torch.equal(corrupted[0][img[0]], clean[0][img[0]])
+    changed = (corrupted[1] != clean[1]).any(-1) & ~img[1]
+    assert changed.any() and not torch.equal(corrupted[1][img[1]], clean[1][img[1]])
+    text_changed = (corrupted[2] != clean[2]).any(-1)
+    assert text_changed.sum() > changed.sum(), "no name and no image: all prompt tokens, not a span"
+
+
 def test_generate_and_score_with_images(tiny_llava, image, tmp_path):
     model, processor = tiny_llava
     path = tmp_path / "face.png"
