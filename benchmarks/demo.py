@@ -266,6 +266,8 @@ def sweep(guard: Any, forget_items: Sequence[Any], retain_items: Sequence[Any], 
           batch_size: int = 16) -> list[dict[str, float]]:  # fmt: skip
     """Mean per-token log-likelihood of the reference answers, forget (flagged) and retain (the classifier's
     verdict) items, at each corruption strength: how knowledge falls on the forget set only."""
+    from eco_guard.optimize import forced_flags
+
     base = guard.config
     rows = []
     try:

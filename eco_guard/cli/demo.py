@@ -38,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-new-tokens", type=int, default=32, help="greedy tokens per answer (reference: 50)"
     )
     parser.add_argument(
-        "--budget", type=int, default=DemoSettings.budget, help="nevergrad evaluations of the corruption search"
+        "--budget",
+        type=int,
+        default=DemoSettings.budget,
+        help="nevergrad evaluations of the corruption search",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="only flagged vs unflagged answers of SmolLM2")
