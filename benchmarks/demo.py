@@ -302,13 +302,15 @@ def figure(path: Path, sweep_rows: Sequence[Mapping[str, float]], vanilla: Mappi
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     try:
         if sweep_rows:
-            xs = [max(r["strength"], 0.1) for r in sweep_rows]
+            positive = [r["strength"] for r in sweep_rows if r["strength"] > 0] or [1.0]
+            floor = min(positive) / 3
+            xs = [max(r["strength"], floor) for r in sweep_rows]
             left.plot(xs, [r["forget"] for r in sweep_rows], "o-", color="tab:red", label="forget (flagged)")
             left.plot(
                 xs, [r["retain"] for r in sweep_rows], "s-", color="tab:blue", label="retain (classifier)"
             )
             left.set_xscale("log")
-            left.set_xlabel("corruption strength (0 plotted at 0.1)")
+            left.set_xlabel(f"corruption strength (0 plotted at {floor:.2g})")
             left.set_ylabel("answer log-likelihood per token")
             left.set_title("knowledge vs corruption strength")
             left.legend()
