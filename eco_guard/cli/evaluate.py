@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-model-len", type=int, default=2048, help="vllm backend: the engine's context length"
     )
+    parser.add_argument(
+        "--enforce-eager", action="store_true", help="vllm backend: no compilation (faster start)"
+    )
     parser.add_argument("--sets", nargs="+", default=None, help="subset of: forget test retain celebrity")
     parser.add_argument(
         "--no-logprob", action="store_true", help="skip option log-probability classification"
@@ -62,8 +65,9 @@ def vllm_runner(args: argparse.Namespace) -> Any:
     from eco_guard.vllm_backend import GuardedLLM
 
     return GuardedLLM.from_pretrained(
-        args.model, guard_dir=args.guard, max_model_len=args.max_model_len, dtype="float32", seed=args.seed
-    )
+        args.model, guard_dir=args.guard, max_model_len=args.max_model_len, dtype="float32", seed=args.seed,
+        enforce_eager=args.enforce_eager,
+    )  # fmt: skip
 
 
 BACKENDS = {"hf": hf_runner, "vllm": vllm_runner}
