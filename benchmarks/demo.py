@@ -442,8 +442,8 @@ def optimize(
     )
     result = optimize_guard(
         guard, forget_items, target=heldout_items, metric=settings.metric, tolerance=FORGET_TOLERANCE / 2,
-        budget=settings.budget, seed=settings.seed, chat_template=False, space=SearchSpace(settings.strength_range), batch_size=settings.batch_size,
-        max_new_tokens=settings.max_new_tokens, output_dir=out,
+        budget=settings.budget, seed=settings.seed, space=SearchSpace(settings.strength_range), chat_template=False,
+        batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens, output_dir=out,
     )  # fmt: skip
     guard.config.save_pretrained(out)
     search = {"best": asdict(result.best), "target": result.target, "reached": result.reached,

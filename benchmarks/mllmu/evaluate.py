@@ -50,13 +50,13 @@ FEW_SHOT_SETS = {"classification": ("forget", "test", "retain"), "cloze": SETS}
 OPTION_PREFIX = " "
 """Options are scored as the continuation `` <option text>`` of the prompt."""
 METRIC_ORDER = (
-    "classification_acc", "classification_stated_acc", "classification_logprob_acc", "cloze_acc", "rouge1", "rouge2", "rougeL", "bleu",
-    "qa_rougeL", "flag_rate", "n",
+    "classification_acc", "classification_stated_acc", "classification_logprob_acc", "cloze_acc",
+    "rouge1", "rouge2", "rougeL", "bleu", "qa_rougeL", "flag_rate", "n",
 )  # fmt: skip
 UNITS = {
     "classification_acc": "percent: first letter of the answer equals the key",
-    "classification_stated_acc": "percent: the answer's first letter, or else the one option text it states, is the "
-    "right option",
+    "classification_stated_acc": "percent: the one option text the answer states, or else a lone leading option "
+    "letter, is the right option",
     "classification_logprob_acc": "percent: the option text with the highest summed log-probability after the prompt "
     "is the right one",
     "cloze_acc": "percent: ground truth is a case-insensitive substring of the answer",
