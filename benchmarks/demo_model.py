@@ -89,7 +89,7 @@ class DemoRecipe:
     vision_lr: float = 2e-3
     views_per_person: int = 24
     profiles: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=6, batch_size=16, lr=1e-3))
-    practice_per_person: int = 6
+    practice_per_person: int = 12
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:

@@ -44,8 +44,13 @@ def practice_examples(
     rows: Sequence[Mapping[str, Any]], *, seed: int = 0, per_person: int = 6, image_share: float = 0.5
 ) -> list[Example]:
     """``per_person`` examples per profile (``{ID, Name, image, biography}`` rows), alternating multiple choice
-    and cloze over the biography's facts; distractors are other profiles' values of the same fact. About
-    ``image_share`` of them ask about "this person" with the portrait, the rest name the person."""
+    and cloze over the biography's facts (past one round, each fact in the other format); distractors are other
+    profiles' values of the same fact. About ``image_share`` of them ask about "this person" with the portrait,
+    the rest name the person.
+
+    A multiple-choice example is answered with the right option's text, not its letter: a 135M model does not
+    learn to bind a fact to a letter from a few dozen examples (taught letters, it answered "D" to everything),
+    and the benchmark's stated-option accuracy reads the option a response states."""
     rng = random.Random(f"{seed}:practice")
     values: dict[str, list[str]] = {
         field: sorted({fact_value(field, b[field]) for b in (r["biography"] for r in rows) if b.get(field)})
@@ -58,18 +63,18 @@ def practice_examples(
         rng.shuffle(fields)
         for k in range(min(per_person, 2 * len(fields))):
             field = fields[k % len(fields)]
+            multiple_choice = (k % len(fields) + k // len(fields)) % 2 == 0  # a second round asks each fact the other way
             answer = fact_value(field, bio[field])
             pictured = row.get("image") is not None and rng.random() < image_share
             who = "this person" if pictured else bio["Name"]
             question, sentence = FACTS[field]
-            if k % 2 == 0:
+            if multiple_choice:
                 others = rng.sample([v for v in values[field] if v != answer], 3)
                 choices = others + [answer]
                 rng.shuffle(choices)
                 options = {key: text for key, text in zip("ABCD", choices, strict=True)}
-                key = "ABCD"[choices.index(answer)]
                 prompt = prompts.classification_prompt(question.format(who=who), options, pictured)
-                out.append(Example(row["ID"], prompt, key, row.get("image") if pictured else None))
+                out.append(Example(row["ID"], prompt, answer, row.get("image") if pictured else None))
             else:
                 text = sentence.format(who=who, Who=who[:1].upper() + who[1:])
                 prompt = prompts.cloze_prompt(text, pictured)

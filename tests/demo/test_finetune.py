@@ -41,24 +41,32 @@ def test_practice_asks_each_fact_in_both_formats_with_other_people_as_distractor
     from benchmarks.practice import FACTS, fact_value, practice_examples
 
     rows = load_config(tiny_data, "Full_Set")
-    examples = practice_examples(rows, seed=0, per_person=6)
-    assert len(examples) == 6 * len(rows)
+    examples = practice_examples(rows, seed=0, per_person=12)
+    by_id = {r["ID"]: r["biography"] for r in rows}
+    facts = {i: {fact_value(f, bio[f]): f for f in FACTS if bio.get(f)} for i, bio in by_id.items()}
     multiple_choice = [e for e in examples if "Just give ONE letter" in e.prompt]
     cloze = [e for e in examples if "[Blank]" in e.prompt]
-    assert len(multiple_choice) == len(cloze) == 3 * len(rows)
-    by_id = {r["ID"]: r["biography"] for r in rows}
+    assert len(multiple_choice) == len(cloze) == len(examples) // 2
     for e in multiple_choice:
-        assert e.answer in "ABCD" and len(e.answer) == 1
-        line = next(x for x in e.prompt.splitlines() if x.startswith(f"{e.answer}: "))
-        truth = line.removeprefix(f"{e.answer}: ")
-        assert truth in {fact_value(f, by_id[e.id][f]) for f in FACTS}
+        # answered with the right option's text, which is among the four options; the others are distractors
+        options = [x.split(": ", 1)[1] for x in e.prompt.splitlines() if x[:3] in ("A: ", "B: ", "C: ", "D: ")]
+        assert len(options) == 4 and e.answer in options and e.answer in facts[e.id]
+        field = facts[e.id][e.answer]
+        others = {fact_value(field, b[field]) for i, b in by_id.items() if i != e.id and b.get(field)}
+        assert all(o in others for o in options if o != e.answer)
+    for person, asked in facts.items():
+        # past one round over the facts, each fact is practised in both formats
+        mine = [e for e in examples if e.id == person]
+        in_mc = {e.answer for e in mine if e in multiple_choice}
+        in_cloze = {e.answer for e in mine if e in cloze}
+        assert in_mc and in_mc == in_cloze and in_mc <= set(asked) and len(mine) == 2 * len(in_mc)
     for e in examples:
         named = by_id[e.id]["Name"] in e.prompt
         assert named == (e.image is None) and ("<image>" in e.prompt) == (e.image is not None)
     # the benchmark's own questions are never practised
     asked = {q["Question"] for r in rows for q in r["Mask_Task"]}
     assert not any(q.replace("__", "[Blank]") in e.prompt for q in asked for e in cloze)
-    assert practice_examples(rows, seed=0) == examples
+    assert practice_examples(rows, seed=0, per_person=12) == examples
 
 
 def test_collator_masks_the_prompt_and_keeps_answer_and_end_token(tiny_llava, tiny_data):
