@@ -6,8 +6,8 @@ Steps, each written under ``out/`` and reused on the next run when its inputs ar
    the never-trained profiles in the forget split's place (their scores are the level a perfect guard should reach).
 2. the vanilla demo MLLM (``benchmarks.demo_model``: the committed artifact, or trained when missing).
 3. ``classifier/``: the prompt classifier (text + image identity), fitted on the forget split.
-4. ``guard/``: the corruption strength found by nevergrad so that the forget set scores like the never-trained
-   profiles.
+4. ``guard/``: the corruption strengths found by nevergrad so that the forget set scores like the never-trained
+   profiles, one per modality (names' tokens for named questions, image features for "this person" ones).
 5. ``results/{vanilla,never_trained,guarded}/``: the benchmark's evaluation, then the table, the goals (PASS / FAIL
    with the measured numbers) and ``demo.png``.
 """
@@ -272,7 +272,9 @@ def sweep(guard: Any, forget_items: Sequence[Any], retain_items: Sequence[Any], 
     rows = []
     try:
         for strength in strengths:
-            guard.config = base.replace(strength=float(strength))
+            guard.config = base.replace(
+                strength=float(strength), image_strength=None
+            )  # names and images alike
             row = {"strength": float(strength)}
             for name, items, forced in (("forget", forget_items, True), ("retain", retain_items, None)):
                 prompts = [it.request for it in items]
@@ -420,10 +422,16 @@ def benchmark_items(
     return ev._limit([it for it in items if it.task == task], limit)
 
 
+SEARCHES = (("text_only", "strength"), ("image_text", "image_strength"))
+"""One search per modality, text first: named questions move with ``strength`` (their names' tokens), "this
+person" questions with a photo move with ``image_strength`` alone (scope spans+image leaves their words)."""
+
+
 def optimize(
     guard: Any, root: Path, reference: Path, forget: str, out: Path, settings: DemoSettings, key: str
 ):
-    """nevergrad search of the corruption strength: guarded forget ROUGE-L -> the never-trained profiles' level."""
+    """nevergrad search of the corruption strengths, one per modality: guarded forget ROUGE-L of that modality's
+    questions -> the never-trained profiles' level on the same modality."""
     from eco_guard.config import GuardConfig
     from eco_guard.optimize import ScoredItem, SearchSpace, optimize_guard
 
@@ -431,26 +439,29 @@ def optimize(
         guard.config = GuardConfig.from_pretrained(out)
         return json.loads((out / "search.json").read_text())
 
-    def scored(items):
-        return [ScoredItem(prompt=it.prompt, answer=it.reference, image=it.image) for it in items]
+    def scored(items, modality):
+        return [ScoredItem(prompt=it.prompt, answer=it.reference, image=it.image) for it in items
+                if it.modality == modality]  # fmt: skip
 
-    forget_items = scored(
-        benchmark_items(root, forget, "forget", "generation", settings.seed, settings.limit)
-    )
-    heldout_items = scored(
-        benchmark_items(reference, forget, "forget", "generation", settings.seed, settings.limit)
-    )
-    result = optimize_guard(
-        guard, forget_items, target=heldout_items, metric=settings.metric, tolerance=FORGET_TOLERANCE / 2,
-        budget=settings.budget, seed=settings.seed, space=SearchSpace(settings.strength_range), chat_template=False,
-        batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens, output_dir=out,
-    )  # fmt: skip
+    forget_gen = benchmark_items(root, forget, "forget", "generation", settings.seed, settings.limit)
+    heldout_gen = benchmark_items(reference, forget, "forget", "generation", settings.seed, settings.limit)
+    searches = {}
+    for modality, parameter in SEARCHES:
+        items, heldout = scored(forget_gen, modality), scored(heldout_gen, modality)
+        if not items or not heldout or (parameter == "image_strength" and "image" not in guard.config.scope):
+            continue
+        result = optimize_guard(
+            guard, items, target=heldout, metric=settings.metric, tolerance=FORGET_TOLERANCE / 2,
+            budget=settings.budget, seed=settings.seed, chat_template=False, batch_size=settings.batch_size,
+            space=SearchSpace(settings.strength_range, parameter=parameter), max_new_tokens=settings.max_new_tokens,
+            output_dir=out / f"search_{modality}",
+        )  # fmt: skip
+        searches[modality] = {"parameter": parameter, "best": asdict(result.best), "target": result.target,
+                              "reached": result.reached, "evaluations": len(result.trace), "metric": result.metric}  # fmt: skip
     guard.config.save_pretrained(out)
-    search = {"best": asdict(result.best), "target": result.target, "reached": result.reached,
-              "evaluations": len(result.trace), "metric": result.metric}  # fmt: skip
-    (out / "search.json").write_text(json.dumps(search, indent=2, sort_keys=True) + "\n")
+    (out / "search.json").write_text(json.dumps(searches, indent=2, sort_keys=True) + "\n")
     mark(out, key, "optimize")
-    return search
+    return searches
 
 
 def run_demo(settings: DemoSettings) -> DemoReport:
@@ -490,7 +501,7 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         guard = EcoGuard(model, processor, classifier=classifier, config=config)
         try:
             search_key = fingerprint(base_key, settings.fpr, settings.budget, settings.metric, asdict(config),
-                                     settings.strength_range)  # fmt: skip
+                                     settings.strength_range, SEARCHES)  # fmt: skip
             timed(settings, "optimize", lambda: optimize(
                 guard, root, reference, data.forget, out / "guard", settings, search_key))  # fmt: skip
         except ImportError as err:

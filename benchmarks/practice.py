@@ -63,7 +63,9 @@ def practice_examples(
         rng.shuffle(fields)
         for k in range(min(per_person, 2 * len(fields))):
             field = fields[k % len(fields)]
-            multiple_choice = (k % len(fields) + k // len(fields)) % 2 == 0  # a second round asks each fact the other way
+            multiple_choice = (
+                k % len(fields) + k // len(fields)
+            ) % 2 == 0  # a second round asks each fact the other way
             answer = fact_value(field, bio[field])
             pictured = row.get("image") is not None and rng.random() < image_share
             who = "this person" if pictured else bio["Name"]

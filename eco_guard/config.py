@@ -35,6 +35,13 @@ class GuardConfig:
     strength: float = field(
         default=100.0, metadata={"help": "noise sigma or constant; ignored by zero/flip/permute"}
     )
+    image_strength: float | None = field(
+        default=None,
+        metadata={
+            "help": "strength on image features (scope image); None: the same as strength. Names are a few "
+            "tokens and an image is hundreds of features, so each modality may need its own"
+        },
+    )
     dims: int = field(
         default=1, metadata={"help": "n (first/random n dimensions) or k (top-k magnitude dimensions)"}
     )
@@ -63,6 +70,15 @@ class GuardConfig:
             raise ValueError(f"strength must be a number, got {self.strength!r}")
         if not math.isfinite(self.strength) or self.strength < 0:
             raise ValueError(f"strength must be a finite number >= 0, got {self.strength!r}")
+        if self.image_strength is not None and (
+            isinstance(self.image_strength, bool)
+            or not isinstance(self.image_strength, (int, float))
+            or not math.isfinite(self.image_strength)
+            or self.image_strength < 0
+        ):
+            raise ValueError(
+                f"image_strength must be None or a finite number >= 0, got {self.image_strength!r}"
+            )
         if isinstance(self.dims, bool) or not isinstance(self.dims, int) or self.dims < 1:
             raise ValueError(f"dims must be an integer >= 1, got {self.dims!r}")
         if not self.scope or any(s not in SCOPES for s in self.scope):
@@ -78,7 +94,14 @@ class GuardConfig:
 
     @property
     def params(self) -> CorruptionParams:
+        """The corruption of prompt tokens."""
         return CorruptionParams(strength=float(self.strength), dims=int(self.dims))
+
+    @property
+    def image_params(self) -> CorruptionParams:
+        """The corruption of image features (``image_strength``, else ``strength``)."""
+        strength = self.strength if self.image_strength is None else self.image_strength
+        return CorruptionParams(strength=float(strength), dims=int(self.dims))
 
     def replace(self, **changes: Any) -> GuardConfig:
         """A validated copy with some fields changed."""

@@ -516,7 +516,7 @@ class EcoGuard:
         for i in indices:
             feat = features[i : i + 1].reshape(1, -1, features.shape[-1])
             mask = torch.ones(feat.shape[:2], dtype=torch.bool)
-            out[i] = apply_corruption(cfg.corruption, feat, mask, cfg.params, cfg.seed).reshape(
+            out[i] = apply_corruption(cfg.corruption, feat, mask, cfg.image_params, cfg.seed).reshape(
                 features[i].shape
             )
         return out

@@ -267,19 +267,30 @@ class FluencyPenalty:
 # ---------------------------------------------------------------- search space and trace
 
 
+STRENGTH_FIELDS = ("strength", "image_strength")
+
+
 @dataclass
 class SearchSpace:
-    """What nevergrad searches: the strength (log scale), and optionally the corruption family and n / k.
+    """What nevergrad searches: a strength (log scale), and optionally the corruption family and n / k.
 
-    ``corruptions`` with two or more names makes the family a choice; ``dims`` (low, high) searches n / k as an
-    integer on a log scale. Whatever is not searched keeps the guard's current value.
+    ``parameter`` names the strength searched: ``strength`` (prompt tokens; image features too unless the config
+    sets ``image_strength``) or ``image_strength`` (image features only: search it on image questions whose text
+    names nobody, after ``strength`` on text questions). ``corruptions`` with two or more names makes the family
+    a choice; ``dims`` (low, high) searches n / k as an integer on a log scale. Whatever is not searched keeps the
+    guard's current value.
     """
 
     strength: tuple[float, float] = (1e-2, 1e4)
     corruptions: tuple[str, ...] = ()
     dims: tuple[int, int] | None = None
+    parameter: str = "strength"
 
     def validate(self, config: GuardConfig) -> None:
+        if self.parameter not in STRENGTH_FIELDS:
+            raise ValueError(f"parameter must be one of {STRENGTH_FIELDS}, got {self.parameter!r}")
+        if self.parameter == "image_strength" and "image" not in config.scope:
+            raise ValueError(f"image_strength is searched but scope {config.scope} leaves images alone")
         low, high = self.strength
         if not 0 < low < high or not math.isfinite(high):
             raise ValueError(f"strength bounds must satisfy 0 < low < high < inf, got {self.strength}")
@@ -304,7 +315,7 @@ class SearchSpace:
         families = self.families(config)
         names = []
         if any(USES_STRENGTH[c] for c in families):
-            names.append("strength")
+            names.append(self.parameter)
         if len(families) > 1:
             names.append("corruption")
         if self.dims is not None and any(USES_DIMS[c] for c in families):
@@ -318,8 +329,10 @@ class SearchSpace:
         low, high = self.strength
         parts: dict[str, Any] = {}
         for name in self.names(config):
-            if name == "strength":
-                init = config.strength if low <= config.strength <= high else math.sqrt(low * high)
+            if name in STRENGTH_FIELDS:
+                current = getattr(config, name)
+                current = config.strength if current is None else current
+                init = current if low <= current <= high else math.sqrt(low * high)
                 parts[name] = ng.p.Log(lower=low, upper=high, init=init)
             elif name == "corruption":
                 parts[name] = ng.p.Choice(list(self.families(config)))
@@ -382,7 +395,7 @@ class GuardObjective:
     def __call__(self, params: dict[str, Any]) -> Evaluation:
         start = time.perf_counter()
         changes = {
-            k: (float(v) if k == "strength" else int(v) if k == "dims" else v) for k, v in params.items()
+            k: (float(v) if k in STRENGTH_FIELDS else int(v) if k == "dims" else v) for k, v in params.items()
         }
         self.guard.config = self.base.replace(**changes)
         value = self.metric()
@@ -392,6 +405,14 @@ class GuardObjective:
         return Evaluation(
             self.calls - 1, changes, value, gap, penalty, gap + penalty, time.perf_counter() - start
         )
+
+
+def strength_of(params: dict[str, Any], config: GuardConfig | None = None) -> float:
+    """The strength searched in ``params`` (``image_strength`` when present), else the one ``config`` applies."""
+    for name in reversed(STRENGTH_FIELDS):
+        if params.get(name) is not None:
+            return float(params[name])
+    return float(config.strength) if config is not None else 0.0
 
 
 def make_optimizer(name: str, parametrization: Any, budget: int):
@@ -446,7 +467,7 @@ def search(
             bar.set_postfix(metric=f"{evaluation.metric:.4g}", objective=f"{evaluation.objective:.4g}")
             if evaluation.objective <= tolerance:
                 break
-    best = min(trace, key=lambda e: (e.objective, e.params.get("strength", 0.0), e.step))
+    best = min(trace, key=lambda e: (e.objective, strength_of(e.params), e.step))
     return best, trace, best.objective <= tolerance
 
 
@@ -567,19 +588,20 @@ def plot_trace(result: SearchResult, path: str | Path) -> Path:
             points = [
                 e for e in result.trace if e.params.get("corruption", result.config.corruption) == family
             ]
-            xs = [e.params.get("strength", result.config.strength) for e in points]
+            xs = [strength_of(e.params, result.config) for e in points]
             ax.scatter(xs, [e.metric for e in points], s=22, label=family, alpha=0.8)
         ax.axhline(result.target, color="black", lw=1, label=f"target {result.target:.3g}")
         ax.axhspan(
             result.target - result.tolerance, result.target + result.tolerance, color="grey", alpha=0.2
         )
-        best_x = result.best.params.get("strength", result.config.strength)
+        best_x = strength_of(result.best.params, result.config)
         ax.scatter([best_x], [result.best.metric], s=120, facecolors="none", edgecolors="red", label="best")
-        strengths = [e.params.get("strength", result.config.strength) for e in result.trace]
+        strengths = [strength_of(e.params, result.config) for e in result.trace]
         if min(strengths) == max(strengths):
             ax.set_xlim(strengths[0] / 10, strengths[0] * 10)
         ax.set_xscale("log")
-        ax.set_xlabel("corruption strength")
+        searched = next((k for k in reversed(STRENGTH_FIELDS) if k in result.best.params), "strength")
+        ax.set_xlabel(f"corruption {searched.replace('_', ' ')}")
         ax.set_ylabel(f"forget {result.metric} (guarded)")
         ax.set_title(f"{result.optimizer}: {len(result.trace)} evaluations")
         ax.legend(fontsize=8)

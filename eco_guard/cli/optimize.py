@@ -35,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, help="nevergrad optimizer name")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search")
     parser.add_argument("--strength-range", type=float, nargs=2, default=(1e-2, 1e4), metavar=("LOW", "HIGH"))
+    parser.add_argument(
+        "--search",
+        choices=("strength", "image_strength"),
+        default="strength",
+        help="which strength to search: strength (prompt tokens, and images unless image_strength is set) or "
+        "image_strength (image features only; use with --modality image and a scope holding image)",
+    )
     parser.add_argument("--corruptions", nargs="+", default=(), help="search the family among these names")
     parser.add_argument(
         "--dims-range", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"), help="search n/k"
@@ -91,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         strength=tuple(args.strength_range),
         corruptions=tuple(args.corruptions),
         dims=tuple(args.dims_range) if args.dims_range else None,
+        parameter=args.search,
     )
     result = optimize_guard(
         guard,

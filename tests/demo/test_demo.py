@@ -74,6 +74,17 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
         assert (tmp_path / "out" / "results" / name / "results.json").is_file()
     assert (tmp_path / "out" / "demo.png").stat().st_size > 1000
     assert (tmp_path / "out" / "guard" / "classifier").is_dir()
+    # one search per modality: the names' strength on text-only questions, the image strength on photo ones
+    from eco_guard.config import GuardConfig
+
+    search = json.loads((tmp_path / "out" / "guard" / "search.json").read_text())
+    assert {m: s["parameter"] for m, s in search.items()} == {
+        "text_only": "strength",
+        "image_text": "image_strength",
+    }
+    config = GuardConfig.from_pretrained(tmp_path / "out" / "guard")
+    assert config.strength == search["text_only"]["best"]["params"]["strength"]
+    assert config.image_strength == search["image_text"]["best"]["params"]["image_strength"]
     for set_name in ("forget", "test", "retain", "celebrity"):
         assert (
             f"| {set_name} | image_text |" in report.table and f"| {set_name} | text_only |" in report.table

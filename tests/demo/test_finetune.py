@@ -49,7 +49,9 @@ def test_practice_asks_each_fact_in_both_formats_with_other_people_as_distractor
     assert len(multiple_choice) == len(cloze) == len(examples) // 2
     for e in multiple_choice:
         # answered with the right option's text, which is among the four options; the others are distractors
-        options = [x.split(": ", 1)[1] for x in e.prompt.splitlines() if x[:3] in ("A: ", "B: ", "C: ", "D: ")]
+        options = [
+            x.split(": ", 1)[1] for x in e.prompt.splitlines() if x[:3] in ("A: ", "B: ", "C: ", "D: ")
+        ]
         assert len(options) == 4 and e.answer in options and e.answer in facts[e.id]
         field = facts[e.id][e.answer]
         others = {fact_value(field, b[field]) for i, b in by_id.items() if i != e.id and b.get(field)}

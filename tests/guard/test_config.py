@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -11,7 +12,13 @@ from eco_guard.config import CONFIG_NAME, GuardConfig, GuardFileError
 
 def test_round_trip(tmp_path):
     cfg = GuardConfig(
-        corruption="zero_top_k", strength=3.5, dims=4, scope=("spans", "image"), seed=9, threshold=0.7
+        corruption="zero_top_k",
+        strength=3.5,
+        dims=4,
+        scope=("spans", "image"),
+        seed=9,
+        threshold=0.7,
+        image_strength=2.0,
     )
     cfg.save_pretrained(tmp_path)
     text = (tmp_path / CONFIG_NAME).read_text()
@@ -27,6 +34,8 @@ def test_round_trip(tmp_path):
         ({"corruption": "blur"}, "unknown corruption 'blur'; valid names:"),
         ({"strength": -1.0}, "strength must be a finite number >= 0"),
         ({"strength": float("nan")}, "strength must be a finite number >= 0"),
+        ({"image_strength": -0.5}, "image_strength must be None or a finite number >= 0"),
+        ({"image_strength": float("inf")}, "image_strength must be None or a finite number >= 0"),
         ({"dims": 0}, "dims must be an integer >= 1"),
         ({"scope": ("everything",)}, "scope must be a non-empty combination"),
         ({"scope": ()}, "scope must be a non-empty combination"),
@@ -37,6 +46,20 @@ def test_round_trip(tmp_path):
 def test_invalid_values(changes, message):
     with pytest.raises(ValueError, match=message):
         GuardConfig(**changes)
+
+
+def test_image_strength_defaults_to_strength_and_older_files_still_load(tmp_path):
+    cfg = GuardConfig(strength=0.3, dims=8)
+    assert cfg.image_params == cfg.params
+    assert cfg.replace(image_strength=2.0).image_params.strength == 2.0
+    assert cfg.replace(image_strength=2.0).params.strength == 0.3
+    body = {
+        k: v for k, v in cfg.to_dict().items() if k != "image_strength"
+    }  # a file written before the field
+    document = {"format_version": 1, "config": body,
+                "sha256": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()}  # fmt: skip
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(document))
+    assert GuardConfig.from_pretrained(tmp_path) == cfg
 
 
 def test_tampered_file_is_refused(tmp_path):

@@ -93,6 +93,33 @@ def test_spans_and_image_scope_corrupts_the_picture_when_no_name_is_in_the_words
     assert text_changed.sum() > changed.sum(), "no name and no image: all prompt tokens, not a span"
 
 
+def test_image_strength_sets_the_image_features_noise_apart_from_the_names(tiny_llava, image):
+    """One request with a name and a photo: the name's tokens move with ``strength``, the photo's features with
+    ``image_strength``; 0 leaves that part exactly as it was."""
+    from eco_guard.requests import Flag
+
+    model, processor = tiny_llava
+    prompts = [{"text": "Is this Jane Doe?", "image": image}]
+    flag = [Flag(True, terms=("Jane Doe",))]
+    base = GuardConfig(scope=("spans", "image"), corruption="noise_first_n", dims=8, strength=1.0)
+    guard = EcoGuard(model, processor, config=base)
+    clean = merged_embeddings(guard, prompts, [False])[0]
+    img = image_positions(guard, prompts)[0]
+
+    def shift(config):
+        guard.config = config
+        moved = merged_embeddings(guard, prompts, flag)[0] - clean
+        return float(moved[~img].norm()), float(moved[img].norm())
+
+    text_same, image_same = shift(base)
+    text_off, image_off = shift(base.replace(image_strength=0.0))
+    text_big, image_big = shift(base.replace(image_strength=4.0))
+    assert text_same > 0 and image_same > 0
+    assert text_off == text_same == text_big, "image_strength never touches the words"
+    assert image_off == 0.0
+    assert image_big == pytest.approx(4 * image_same, rel=1e-4), "noise scales with image_strength"
+
+
 def test_generate_and_score_with_images(tiny_llava, image, tmp_path):
     model, processor = tiny_llava
     path = tmp_path / "face.png"

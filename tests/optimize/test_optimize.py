@@ -137,6 +137,38 @@ def test_searches_family_and_dims(guard):
     )
 
 
+def test_image_strength_is_searched_alone_on_image_questions(tiny_llava):
+    """Scope spans+image, nameless "this person" questions with a photo: only the image features are corrupted, so
+    only ``image_strength`` moves the metric; the search changes it and leaves ``strength`` as it was."""
+    from PIL import Image
+
+    from eco_guard.guard import EcoGuard
+
+    model, processor = tiny_llava
+    photos = [Image.new("RGB", (64, 64), colour) for colour in ((200, 30, 30), (30, 200, 30), (30, 30, 200))]
+    items = [
+        ScoredItem(
+            "USER: <image>\nWhere does this person live?\nASSISTANT:", answer=" In Paris.", image=photo
+        )
+        for photo in photos
+    ]
+    config = GuardConfig(corruption="noise_first_n", dims=64, scope=("spans", "image"), strength=0.5)
+    guard = EcoGuard(model, processor, config=config)
+    space = SearchSpace(strength=(1e-2, 1e2), parameter="image_strength")
+    result = optimize_guard(
+        guard, items, target=-50.0, metric="answer_loglik", tolerance=0.0, budget=5, space=space,
+        chat_template=False, progress=False,
+    )  # fmt: skip
+    assert all(set(e.params) == {"image_strength"} for e in result.trace)
+    assert len({round(e.metric, 6) for e in result.trace}) > 1, "the metric follows image_strength"
+    assert guard.config.image_strength == result.best.params["image_strength"]
+    assert guard.config.strength == 0.5
+    guard.config = guard.config.replace(scope=("spans",))
+    with pytest.raises(ValueError, match="leaves images alone"):
+        optimize_guard(guard, items, target=-50.0, metric="answer_loglik", budget=1, space=space,
+                       chat_template=False, progress=False)  # fmt: skip
+
+
 def test_measured_target_from_heldout_items(guard):
     heldout = ITEMS[2:]
     result = optimize_guard(
@@ -189,4 +221,6 @@ def test_bad_input(guard):
         run(space=SearchSpace(corruptions=("zero_all",)))
     with pytest.raises(ValueError, match="unknown corruption 'blur'"):
         run(space=SearchSpace(corruptions=("blur", "zero_all")))
+    with pytest.raises(ValueError, match="parameter must be one of"):
+        run(space=SearchSpace(parameter="dims"))
     assert guard.config == GuardConfig(corruption="noise_first_n", strength=100.0, dims=1)
