@@ -20,7 +20,7 @@ from classifiers.calibration import false_negative_rate, false_positive_rate, mi
 from classifiers.image import ImageEncoder, ImageIdentityClassifier
 from classifiers.multimodal import MultimodalClassifier
 from classifiers.prompts import TEMPLATES, general_prompts
-from classifiers.terms import TermDetector
+from classifiers.terms import TermDetector, fold, typo_distance
 from classifiers.text import TextClassifier
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def fit_classifier(
     positives = [q for p in forget for q in p.text_questions]
     negatives = [q for p in fit_people for q in p.text_questions + p.image_questions] + general["fit"]
     negatives += [q for p in forget for q in p.image_questions]  # the words alone do not identify anyone
+    negatives += decoy_questions(forget, [p.name for p in fit_people], rng)
     logger.info("text head: %d forget prompts, %d others", len(positives), len(negatives))
     text = TextClassifier(text_encoder, fpr=None, random_state=seed).fit(
         positives + negatives, [1] * len(positives) + [0] * len(negatives)
@@ -120,6 +121,47 @@ def fit_classifier(
         ),
     }
     return classifier, report
+
+
+def decoy_name(name: str, others: Sequence[str], forbidden: set[str], rng: np.random.Generator) -> str | None:
+    """A made-up name whose every word splices a piece of ``name``'s word onto a piece of another person's word
+    ("Netan Destead" + "Deson Wick" -> "Netson Dewick"); None when 20 draws all came too close to a
+    ``forbidden`` word (a forget name's word, or one typo away from it, which must still be flagged)."""
+    words = name.split()
+    pool = [w for o in others for w in o.split() if len(w) >= 3]
+    if not pool:
+        return None
+    for _ in range(20):
+        out = []
+        for word in words:
+            other = pool[int(rng.integers(len(pool)))]
+            if len(word) < 3:
+                out.append(other)
+                continue
+            cut, cut2 = int(rng.integers(1, len(word) - 1)), int(rng.integers(1, len(other) - 1))
+            spliced = word[:cut] + other[cut2:] if rng.random() < 0.5 else other[:cut2] + word[cut:]
+            out.append(spliced[:1].upper() + spliced[1:].lower())
+        if all(min(typo_distance(fold(w), f) for f in forbidden) > 1 for w in out):
+            return " ".join(out)
+    return None
+
+
+def decoy_questions(forget: Sequence[Profile], others: Sequence[str], rng: np.random.Generator) -> list[str]:
+    """Negatives for the text head: each forget question with the person's name replaced by a decoy that shares
+    pieces of it. Without them the head learns the names' sub-words, and flags another person whose name happens
+    to share some ("Deson Netawick" against "Netan Destead" and "Badel Memiwick")."""
+    forbidden = {fold(w) for p in forget for w in p.name.split()}
+    out = []
+    for person in forget:
+        for question in person.text_questions:
+            decoy = decoy_name(person.name, others, forbidden, rng)
+            if decoy is None:
+                continue
+            text = question.replace(person.name, decoy)
+            for word, fake in zip(person.name.split(), decoy.split(), strict=True):
+                text = text.replace(word, fake)
+            out.append(text)
+    return out
 
 
 def calibration_negatives(

@@ -5,6 +5,7 @@ RoBERTa classifier needs ~21 ms per prompt on a GPU)."""
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import time
 
@@ -13,38 +14,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ECO_ROBERTA_MS = 21.0
-FIRST = [
-    "Elena",
-    "Marcus",
-    "Priya",
-    "Tobias",
-    "Ingrid",
-    "Kofi",
-    "Mei",
-    "Rafael",
-    "Sofia",
-    "Anders",
-    "Leila",
-    "Dmitri",
-    "Aisha",
-    "Bruno",
-    "Chiara",
-    "Hugo",
-]
-LAST = [
-    "Vasquez",
-    "Okafor",
-    "Lindqvist",
-    "Haraldsen",
-    "Nakamura",
-    "Ferreira",
-    "Kowalczyk",
-    "Brennan",
-    "Aldana",
-    "Dubois",
-    "Eriksen",
-    "Novak",
-]
 QUESTIONS = (
     "What is the occupation of {n}?",
     "Where was {n} born?",
@@ -54,8 +23,15 @@ QUESTIONS = (
 )
 
 
+def _names(n: int = 200) -> list[str]:
+    """The synthetic benchmark's fictitious names (seeded)."""
+    from benchmarks.mllmu.synthetic import make_people
+
+    return [p["Name"] for p in make_people(n, random.Random(0))]
+
+
 def _prompts(n: int) -> list[str]:
-    names = [f"{f} {last}" for f in FIRST for last in LAST]
+    names = _names()
     return [QUESTIONS[i % len(QUESTIONS)].format(n=names[(i * 7) % len(names)]) for i in range(n)]
 
 
@@ -86,7 +62,7 @@ def main() -> None:
     from classifiers.text import TextClassifier
 
     torch.set_num_threads(os.cpu_count() or 1)
-    names = [f"{f} {last}" for f in FIRST for last in LAST]
+    names = _names()
     forget = names[:10]
     positives = [q.format(n=n) for n in forget for q in QUESTIONS]
     negatives = [q.format(n=n) for n in names[10:60] for q in QUESTIONS] + general_prompts(150)
@@ -98,7 +74,7 @@ def main() -> None:
     batch, singles = _prompts(2048), _prompts(200)
     text.score(batch[:64])  # warm up
     rows = [
-        ("MiniLM encoder only (bf16)", lambda xs: text.encoder_.encode(xs)),
+        ("MiniLM encoder only", lambda xs: text.encoder_.encode(xs)),
         ("text classifier (encoder + head)", text.score),
         ("name detector", terms.score),
         ("combined classifier .flag", combined.flag),

@@ -29,6 +29,23 @@ def test_transformed_forget_images_match_their_identity(identity) -> None:
     assert identity.predict(queries).mean() > identity.predict(strangers).mean()
 
 
+def test_query_views_make_the_score_blind_to_mirroring(identity) -> None:
+    """A scored image is the mean of its fixed views (itself, mirrored, centre crop, crop mirrored): its mirror
+    image has the same views, so exactly the same score; one view alone does not have that property."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(11)
+    queries = [transform(portrait(i, size=96), rng) for i in (0, 1, 2, 300, 301)]
+    mirrored = [ImageOps.mirror(q) for q in queries]
+    assert identity.query_views == 4
+    np.testing.assert_allclose(identity.score(mirrored), identity.score(queries), atol=1e-5)
+    identity.query_views = 1
+    try:
+        assert not np.allclose(identity.score(mirrored), identity.score(queries), atol=1e-5)
+    finally:
+        identity.query_views = 4
+
+
 def test_every_transform_kind_runs() -> None:
     rng = np.random.default_rng(0)
     img = portrait(1, size=64)
@@ -58,6 +75,8 @@ def test_errors() -> None:
         ImageIdentityClassifier(fake).fit([portrait(0), portrait(1)], ["a"])
     with pytest.raises(TypeError, match="encoder"):
         ImageIdentityClassifier(None).fit([portrait(0)], ["a"])
+    with pytest.raises(ValueError, match="query_views must be an integer in"):
+        ImageIdentityClassifier(fake, query_views=0).fit([portrait(0), portrait(1)], ["a", None])
     model = ImageIdentityClassifier(fake, fpr=None, n_augment=1, metric="standardize")
     model.fit([portrait(i) for i in range(6)], ["a", None, None, None, None, None])
     with pytest.raises(TypeError, match="cannot be saved"):

@@ -22,6 +22,24 @@ def test_separates_held_out_paraphrases(fitted, people) -> None:
     assert auc > 0.8, auc
 
 
+def test_made_up_names_sharing_pieces_of_a_forget_name_are_not_flagged(fitted, people) -> None:
+    """Held-out questions with the forget name swapped for a spliced decoy ("Netan" + "Deson" -> "Netson"): the head
+    must read whole names, not sub-words (it was fitted on decoys from other questions and another seed)."""
+    from classifiers.terms import fold
+    from classifiers.training import Profile, decoy_questions
+
+    text = fitted[0].text
+    forget, retain, _ = people
+    held_out = [Profile(p.identity, p.name, p.held_out_text_questions) for p in forget]
+    decoys = decoy_questions(held_out, [p.name for p in retain], np.random.default_rng(123))
+    forget_words = {fold(w) for p in forget for w in p.name.split()}
+    assert len(decoys) >= 0.9 * sum(len(p.text_questions) for p in held_out)
+    assert not any(set(fold(d).split()) & forget_words for d in decoys)
+    real = text.score([q for p in held_out for q in p.text_questions])
+    fake = text.score(decoys)
+    assert (real >= 0.5).mean() >= 0.9 and (fake < 0.5).mean() >= 0.9, (real, fake)
+
+
 def test_long_prompt_has_no_blind_spot(fitted, people) -> None:
     text = fitted[0].text
     question = people[0][0].text_questions[0]

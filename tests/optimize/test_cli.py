@@ -95,3 +95,5 @@ def test_cli_bad_input(data, model_dir, tmp_path, capsys):
     assert "outside the range" in capsys.readouterr().err
     assert main([*args, "--optimizer", "Bogus"]) == 2
     assert "unknown nevergrad optimizer" in capsys.readouterr().err
+    assert main([*args, "--search", "image_strength"]) == 2
+    assert "leaves images alone" in capsys.readouterr().err
