@@ -48,9 +48,11 @@ def practice_examples(
     profiles' values of the same fact. About ``image_share`` of them ask about "this person" with the portrait,
     the rest name the person.
 
-    A multiple-choice example is answered with the right option's text, not its letter: a 135M model does not
-    learn to bind a fact to a letter from a few dozen examples (taught letters, it answered "D" to everything),
-    and the benchmark's stated-option accuracy reads the option a response states."""
+    A multiple-choice example is answered with a sentence stating the right option ("This person has a home in
+    Cork, Ireland."), not its letter: a 135M model does not learn to bind a fact to a letter from a few dozen
+    examples (taught letters, it answered "D" to everything), and the benchmark's stated-option accuracy reads the
+    option a response states. Not the bare option either: taught that, it answered open questions in fragments
+    too (image+text ROUGE-L 0.62 -> 0.33)."""
     rng = random.Random(f"{seed}:practice")
     values: dict[str, list[str]] = {
         field: sorted({fact_value(field, b[field]) for b in (r["biography"] for r in rows) if b.get(field)})
@@ -76,7 +78,8 @@ def practice_examples(
                 rng.shuffle(choices)
                 options = {key: text for key, text in zip("ABCD", choices, strict=True)}
                 prompt = prompts.classification_prompt(question.format(who=who), options, pictured)
-                out.append(Example(row["ID"], prompt, answer, row.get("image") if pictured else None))
+                stated = sentence.format(who=who, Who=who[:1].upper() + who[1:]).replace("__", answer)
+                out.append(Example(row["ID"], prompt, stated, row.get("image") if pictured else None))
             else:
                 text = sentence.format(who=who, Who=who[:1].upper() + who[1:])
                 prompt = prompts.cloze_prompt(text, pictured)

@@ -38,6 +38,7 @@ def test_examples_route_named_questions_to_text_and_others_to_the_image(tiny_dat
 
 
 def test_practice_asks_each_fact_in_both_formats_with_other_people_as_distractors(tiny_data):
+    from benchmarks.mllmu.metrics import stated_option
     from benchmarks.practice import FACTS, fact_value, practice_examples
 
     rows = load_config(tiny_data, "Full_Set")
@@ -47,19 +48,22 @@ def test_practice_asks_each_fact_in_both_formats_with_other_people_as_distractor
     multiple_choice = [e for e in examples if "Just give ONE letter" in e.prompt]
     cloze = [e for e in examples if "[Blank]" in e.prompt]
     assert len(multiple_choice) == len(cloze) == len(examples) // 2
+    stated = {}
     for e in multiple_choice:
-        # answered with the right option's text, which is among the four options; the others are distractors
-        options = [
-            x.split(": ", 1)[1] for x in e.prompt.splitlines() if x[:3] in ("A: ", "B: ", "C: ", "D: ")
-        ]
-        assert len(options) == 4 and e.answer in options and e.answer in facts[e.id]
-        field = facts[e.id][e.answer]
+        # answered with a sentence stating the right option, which the stated-option metric reads back
+        lines = [x for x in e.prompt.splitlines() if x[:3] in ("A: ", "B: ", "C: ", "D: ")]
+        options = {x[0]: x[3:] for x in lines}
+        key = stated_option(e.answer, options)
+        assert len(options) == 4 and key is not None and options[key] in facts[e.id]
+        assert e.answer.endswith(".") and len(e.answer.split()) > len(options[key].split())
+        stated[id(e)] = options[key]
+        field = facts[e.id][options[key]]
         others = {fact_value(field, b[field]) for i, b in by_id.items() if i != e.id and b.get(field)}
-        assert all(o in others for o in options if o != e.answer)
+        assert all(o in others for k, o in options.items() if k != key)
     for person, asked in facts.items():
         # past one round over the facts, each fact is practised in both formats
         mine = [e for e in examples if e.id == person]
-        in_mc = {e.answer for e in mine if e in multiple_choice}
+        in_mc = {stated[id(e)] for e in mine if id(e) in stated}
         in_cloze = {e.answer for e in mine if e in cloze}
         assert in_mc and in_mc == in_cloze and in_mc <= set(asked) and len(mine) == 2 * len(in_mc)
     for e in examples:
