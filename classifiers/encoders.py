@@ -19,6 +19,9 @@ class SentenceEncoder:
     A prompt longer than ``window`` tokens is cut into windows of ``window`` tokens overlapping by ``overlap``, and
     every window is embedded: nothing after token 512 (or anywhere) is ever out of sight. Work proceeds in chunks of
     ``chunk_size`` texts, so a huge batch is never tokenized or embedded all at once.
+
+    ``layers`` keeps only the encoder's first layers (None: all): the cost of a short prompt is nearly all in the
+    layers, so MiniLM cut from 6 to 2 layers embeds about 3x as many prompts per second on a CPU.
     """
 
     def __init__(
@@ -30,6 +33,7 @@ class SentenceEncoder:
         batch_size: int = 64,
         chunk_size: int = 1024,
         dtype: str = "auto",
+        layers: int | None = None,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -59,6 +63,20 @@ class SentenceEncoder:
         if window > limit:
             raise ValueError(f"window {window} exceeds the encoder's {limit} positions")
         self.dim = int(self.model.config.hidden_size)
+        self.layers = layers
+        if layers is not None:
+            stack = getattr(getattr(self.model, "encoder", None), "layer", None)
+            if (
+                stack is None
+                or isinstance(layers, bool)
+                or not isinstance(layers, int)
+                or not 1 <= layers <= len(stack)
+            ):
+                total = "?" if stack is None else len(stack)
+                raise ValueError(
+                    f"layers must be an integer in [1, {total}] for {name_or_path}, got {layers!r}"
+                )
+            self.model.encoder.layer = stack[:layers]
 
     def spec(self) -> dict[str, Any]:
         """What reloads this encoder (JSON)."""
@@ -69,6 +87,7 @@ class SentenceEncoder:
             "batch_size": self.batch_size,
             "chunk_size": self.chunk_size,
             "dtype": self.dtype,
+            "layers": self.layers,
         }
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

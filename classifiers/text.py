@@ -43,6 +43,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         batch_size: int = 64,
         dtype: str = "auto",
         random_state: int = 0,
+        layers: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.head = head
@@ -53,6 +54,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.dtype = dtype
         self.random_state = random_state
+        self.layers = layers
 
     # ------------------------------------------------------------ fitting
 
@@ -138,6 +140,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             overlap=self.overlap,
             batch_size=self.batch_size,
             dtype=self.dtype,
+            layers=self.layers,
         )
 
     def _check_fitted(self) -> None:
@@ -184,6 +187,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             batch_size=spec["batch_size"],
             dtype=spec["dtype"],
             random_state=config["random_state"],
+            layers=spec.get("layers"),
         )
         model.encoder_ = encoder or model._make_encoder()
         head_arrays = {k.removeprefix("head."): v for k, v in arrays.items() if k.startswith("head.")}

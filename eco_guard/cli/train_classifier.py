@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--text-encoder", default="minilm", help="HF encoder folder or alias (default minilm)"
     )
     parser.add_argument(
+        "--text-layers",
+        type=int,
+        default=None,
+        help="keep only the text encoder's first N layers (faster; default: all)",
+    )
+    parser.add_argument(
         "--model",
         default="demo",
         help="the guarded MLLM (folder, hub id or alias) whose vision tower encodes images (default: demo, the "
@@ -125,12 +131,17 @@ def run(args: argparse.Namespace) -> int:
 
         model, processor = load_model(args.model)
         encoder = VisionTowerEncoder.from_mllm(model, processor)
+    text_encoder = args.text_encoder
+    if args.text_layers is not None:
+        from classifiers.encoders import SentenceEncoder
+
+        text_encoder = SentenceEncoder(args.text_encoder, layers=args.text_layers)
     classifier, report = fit_classifier(
         forget_people,
         retain_people,
         celebrities,
         fpr=args.fpr,
-        text_encoder=args.text_encoder,
+        text_encoder=text_encoder,
         image_encoder=encoder,
         seed=args.seed,
         robustness_per_family=args.robustness_per_family,

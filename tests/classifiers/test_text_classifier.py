@@ -112,3 +112,24 @@ def test_pluggable_head_is_saved_without_pickle(fitted, people, tmp_path) -> Non
 
     with pytest.raises(ValueError, match="refusing"):
         head_from_state({"class": "os.system", "params": {}, "attributes": {}}, {})
+
+
+def test_encoder_cut_to_its_first_layers_is_saved_and_reloaded(people, tmp_path) -> None:
+    """``layers=2`` keeps MiniLM's first two layers (other embeddings than the full encoder); a saved classifier
+    reloads the same cut, or its probe scores would not match."""
+    from classifiers.encoders import SentenceEncoder
+
+    forget, retain, _ = people
+    pos = [q for p in forget for q in p.text_questions]
+    neg = [q for p in retain[:20] for q in p.text_questions]
+    model = TextClassifier(fpr=None, layers=2).fit(pos + neg, [1] * len(pos) + [0] * len(neg))
+    assert len(model.encoder_.model.encoder.layer) == 2 and model.encoder_.spec()["layers"] == 2
+    full = SentenceEncoder("minilm")
+    assert not np.allclose(model.encoder_.encode(pos[:3])[0], full.encode(pos[:3])[0], atol=1e-3)
+    model.save_pretrained(tmp_path)
+    loaded = TextClassifier.from_pretrained(tmp_path)
+    assert len(loaded.encoder_.model.encoder.layer) == 2
+    np.testing.assert_allclose(loaded.score(pos[:5]), model.score(pos[:5]), atol=1e-6)
+    for bad in (0, 7, 2.5):
+        with pytest.raises(ValueError, match="layers must be an integer in"):
+            SentenceEncoder("minilm", layers=bad)
