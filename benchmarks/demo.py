@@ -66,6 +66,9 @@ class DemoSettings:
     strength_range: tuple[float, float] = (1e-3, 1.0)
     initial_strength: float = 0.03
     strengths: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+    logprob: bool = False
+    """Also score multiple choice by option log-likelihood (``classification_logprob_acc``, no goal reads it): one
+    more forward pass per option, which doubles the evaluation time on two CPU cores."""
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -166,6 +169,7 @@ def evaluate_cached(runner: Any, root: Path, out: Path, settings: DemoSettings, 
     results = evaluate(
         runner, root, forget=forget, out_dir=out, seed=settings.seed, max_new_tokens=settings.max_new_tokens,
         limit=settings.limit, batch_size=settings.batch_size, sets=tuple(sets), provenance=dict(provenance),
+        logprob=settings.logprob,
     )  # fmt: skip
     mark(out, key)
     return results
@@ -475,7 +479,9 @@ def run_demo(settings: DemoSettings) -> DemoReport:
     model, processor, recipe, record, model_key = timed(settings, "model", lambda: load_vanilla(settings))
     data = recipe.data
     root, reference = timed(settings, "data", lambda: prepare_data(data, out, record["heldout_ids"]))
-    eval_settings = {k: getattr(settings, k) for k in ("limit", "max_new_tokens", "batch_size", "seed")}
+    eval_settings = {
+        k: getattr(settings, k) for k in ("limit", "max_new_tokens", "batch_size", "seed", "logprob")
+    }
     base_key = fingerprint(model_key, asdict(data), record["heldout_ids"], eval_settings)
     vanilla_runner = EcoGuard(model, processor)
     provenance = {"model": "demo MLLM (benchmarks.demo_model)", "artifact_digest": model_key}

@@ -13,6 +13,7 @@ batched forward pass under new settings (generation metrics run one batched ``ge
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import json
 import logging
@@ -383,7 +384,10 @@ class SearchResult:
 
 
 class GuardObjective:
-    """``params -> Evaluation``: set the guard's config, measure the metric, add the penalties."""
+    """``params -> Evaluation``: set the guard's config, measure the metric, add the penalties.
+
+    The corruption is seeded, so the same parameters give the same value: a point the optimizer asks again (model-
+    based optimizers do, near their optimum) is answered from memory, in no time."""
 
     def __init__(
         self, guard: Any, metric: Metric, target: float, penalties: Sequence[Callable[[], float]] = ()
@@ -391,20 +395,27 @@ class GuardObjective:
         self.guard, self.metric, self.target, self.penalties = guard, metric, target, list(penalties)
         self.base = guard.config
         self.calls = 0
+        self.memory: dict[str, Evaluation] = {}
 
     def __call__(self, params: dict[str, Any]) -> Evaluation:
         start = time.perf_counter()
         changes = {
             k: (float(v) if k in STRENGTH_FIELDS else int(v) if k == "dims" else v) for k, v in params.items()
         }
+        key = json.dumps(changes, sort_keys=True)
+        if key in self.memory:
+            self.calls += 1
+            return dataclasses.replace(self.memory[key], step=self.calls - 1, seconds=0.0)
         self.guard.config = self.base.replace(**changes)
         value = self.metric()
         gap = abs(value - self.target)
         penalty = float(sum(p() for p in self.penalties))
         self.calls += 1
-        return Evaluation(
+        evaluation = Evaluation(
             self.calls - 1, changes, value, gap, penalty, gap + penalty, time.perf_counter() - start
         )
+        self.memory[key] = evaluation
+        return dataclasses.replace(evaluation)
 
 
 def strength_of(params: dict[str, Any], config: GuardConfig | None = None) -> float:

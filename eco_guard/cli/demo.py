@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="nevergrad evaluations of the corruption search",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--logprob",
+        action="store_true",
+        help="also score multiple choice by option log-likelihood (doubles the evaluation time)",
+    )
     parser.add_argument("--smoke", action="store_true", help="only flagged vs unflagged answers of SmolLM2")
 
 
@@ -79,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         out=Path(args.out), artifact=Path(args.artifact) if args.artifact else None, retrain=args.retrain,
         limit=args.limit, max_new_tokens=args.max_new_tokens, budget=args.budget, seed=args.seed,
+        logprob=args.logprob,
     )  # fmt: skip
     report = run_demo(settings)
     print(

@@ -169,6 +169,22 @@ def test_image_strength_is_searched_alone_on_image_questions(tiny_llava):
                        chat_template=False, progress=False)  # fmt: skip
 
 
+def test_a_point_asked_again_is_answered_from_memory(guard):
+    from eco_guard.optimize import GuardObjective
+
+    calls = []
+
+    def metric():
+        calls.append(guard.config.strength)
+        return guard.config.strength / 10
+
+    objective = GuardObjective(guard, metric, target=0.5)
+    first, again, other = objective({"strength": 2.0}), objective({"strength": 2.0}), objective({"strength": 3.0})
+    assert calls == [2.0, 3.0], "the repeated point was not measured again"
+    assert (again.metric, again.objective, again.step) == (first.metric, first.objective, 1)
+    assert again.seconds == 0.0 and other.metric == pytest.approx(0.3)
+
+
 def test_measured_target_from_heldout_items(guard):
     heldout = ITEMS[2:]
     result = optimize_guard(
