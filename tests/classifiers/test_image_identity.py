@@ -15,7 +15,7 @@ from classifiers.image import CallableImageEncoder, ImageIdentityClassifier
 def identity(tower_encoder):
     images = [portrait(i, size=96) for i in range(60)]
     labels = [f"p{i}" if i < 10 else None for i in range(60)]
-    return ImageIdentityClassifier(tower_encoder, fpr=0.1, n_augment=8).fit(images, labels)
+    return ImageIdentityClassifier(tower_encoder, fpr=0.1, n_augment=8, query_views=4).fit(images, labels)
 
 
 def test_transformed_forget_images_match_their_identity(identity) -> None:

@@ -179,7 +179,11 @@ def test_a_point_asked_again_is_answered_from_memory(guard):
         return guard.config.strength / 10
 
     objective = GuardObjective(guard, metric, target=0.5)
-    first, again, other = objective({"strength": 2.0}), objective({"strength": 2.0}), objective({"strength": 3.0})
+    first, again, other = (
+        objective({"strength": 2.0}),
+        objective({"strength": 2.0}),
+        objective({"strength": 3.0}),
+    )
     assert calls == [2.0, 3.0], "the repeated point was not measured again"
     assert (again.metric, again.objective, again.step) == (first.metric, first.objective, 1)
     assert again.seconds == 0.0 and other.metric == pytest.approx(0.3)
