@@ -276,9 +276,8 @@ def sweep(guard: Any, forget_items: Sequence[Any], retain_items: Sequence[Any], 
     rows = []
     try:
         for strength in strengths:
-            guard.config = base.replace(
-                strength=float(strength), image_strength=None
-            )  # names and images alike
+            # one strength for names and images alike
+            guard.config = base.replace(strength=float(strength), image_strength=None)
             row = {"strength": float(strength)}
             for name, items, forced in (("forget", forget_items, True), ("retain", retain_items, None)):
                 prompts = [it.request for it in items]
