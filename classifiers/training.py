@@ -124,7 +124,7 @@ def fit_classifier(
 
 
 def decoy_name(name: str, others: Sequence[str], forbidden: set[str], rng: np.random.Generator) -> str | None:
-    """A made-up name whose every word splices a piece of ``name``'s word onto a piece of another person's word
+    """A made-up name whose every word splices a piece of ``name``'s word onto a piece of a word of ``others``
     ("Netan Destead" + "Deson Wick" -> "Netson Dewick"); None when 20 draws all came too close to a
     ``forbidden`` word (a forget name's word, or one typo away from it, which must still be flagged)."""
     words = name.split()
@@ -149,12 +149,14 @@ def decoy_name(name: str, others: Sequence[str], forbidden: set[str], rng: np.ra
 def decoy_questions(forget: Sequence[Profile], others: Sequence[str], rng: np.random.Generator) -> list[str]:
     """Negatives for the text head: each forget question with the person's name replaced by a decoy that shares
     pieces of it. Without them the head learns the names' sub-words, and flags another person whose name happens
-    to share some ("Deson Netawick" against "Netan Destead" and "Badel Memiwick")."""
+    to share some ("Deson Netawick" against "Netan Destead" and "Badel Memiwick": "Netawick" alone scored 0.998)."""
     forbidden = {fold(w) for p in forget for w in p.name.split()}
     out = []
     for person in forget:
+        # pieces of the other forget names too: "Netan" + "Memiwick" -> "Netawick" is nobody
+        pool = list(others) + [p.name for p in forget if p is not person]
         for question in person.text_questions:
-            decoy = decoy_name(person.name, others, forbidden, rng)
+            decoy = decoy_name(person.name, pool, forbidden, rng)
             if decoy is None:
                 continue
             text = question.replace(person.name, decoy)
