@@ -65,23 +65,22 @@ def practice_examples(
         rng.shuffle(fields)
         for k in range(min(per_person, 2 * len(fields))):
             field = fields[k % len(fields)]
-            multiple_choice = (
-                k % len(fields) + k // len(fields)
-            ) % 2 == 0  # a second round asks each fact the other way
+            # a second round over the facts asks each one the other way
+            multiple_choice = (k % len(fields) + k // len(fields)) % 2 == 0
             answer = fact_value(field, bio[field])
             pictured = row.get("image") is not None and rng.random() < image_share
             who = "this person" if pictured else bio["Name"]
             question, sentence = FACTS[field]
+            sentence = sentence.format(who=who, Who=who[:1].upper() + who[1:])
             if multiple_choice:
                 others = rng.sample([v for v in values[field] if v != answer], 3)
                 choices = others + [answer]
                 rng.shuffle(choices)
                 options = {key: text for key, text in zip("ABCD", choices, strict=True)}
                 prompt = prompts.classification_prompt(question.format(who=who), options, pictured)
-                stated = sentence.format(who=who, Who=who[:1].upper() + who[1:]).replace("__", answer)
+                stated = sentence.replace("__", answer)
                 out.append(Example(row["ID"], prompt, stated, row.get("image") if pictured else None))
             else:
-                text = sentence.format(who=who, Who=who[:1].upper() + who[1:])
-                prompt = prompts.cloze_prompt(text, pictured)
+                prompt = prompts.cloze_prompt(sentence, pictured)
                 out.append(Example(row["ID"], prompt, answer, row.get("image") if pictured else None))
     return out

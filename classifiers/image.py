@@ -299,7 +299,7 @@ class ImageIdentityClassifier(BaseEstimator):
 
     def _embed_queries(self, images: Sequence[Any]) -> np.ndarray:
         """Unit embeddings of scored images: the mean over their ``query_views`` fixed views."""
-        n = getattr(self, "query_views", 1)
+        n = self.query_views
         if n <= 1:
             return self._embed(images)
         views = [view(image.convert("RGB")) for image in images for view in QUERY_VIEWS[:n]]

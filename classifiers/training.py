@@ -123,12 +123,12 @@ def fit_classifier(
     return classifier, report
 
 
-def decoy_name(name: str, others: Sequence[str], forbidden: set[str], rng: np.random.Generator) -> str | None:
-    """A made-up name whose every word splices a piece of ``name``'s word onto a piece of a word of ``others``
-    ("Netan Destead" + "Deson Wick" -> "Netson Dewick"); None when 20 draws all came too close to a
-    ``forbidden`` word (a forget name's word, or one typo away from it, which must still be flagged)."""
+def decoy_name(name: str, pool: Sequence[str], forbidden: set[str], rng: np.random.Generator) -> str | None:
+    """A made-up name whose every word splices a piece of ``name``'s word onto a piece of a ``pool`` word (other
+    names' words of 3+ letters: "Netan Destead" + "Deson Wick" -> "Netson Dewick"); None when 20 draws all came
+    too close to a ``forbidden`` word (a forget name's word, or one typo away from it, which must still be
+    flagged)."""
     words = name.split()
-    pool = [w for o in others for w in o.split() if len(w) >= 3]
     if not pool:
         return None
     for _ in range(20):
@@ -154,7 +154,8 @@ def decoy_questions(forget: Sequence[Profile], others: Sequence[str], rng: np.ra
     out = []
     for person in forget:
         # pieces of the other forget names too: "Netan" + "Memiwick" -> "Netawick" is nobody
-        pool = list(others) + [p.name for p in forget if p is not person]
+        names = list(others) + [p.name for p in forget if p is not person]
+        pool = [w for n in names for w in n.split() if len(w) >= 3]
         for question in person.text_questions:
             decoy = decoy_name(person.name, pool, forbidden, rng)
             if decoy is None:

@@ -4,6 +4,7 @@ RoBERTa classifier needs ~21 ms per prompt on a GPU)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import statistics
@@ -23,6 +24,7 @@ QUESTIONS = (
 )
 
 
+@functools.cache
 def _names(n: int = 200) -> list[str]:
     """The synthetic benchmark's fictitious names (seeded)."""
     from benchmarks.mllmu.synthetic import make_people
