@@ -55,7 +55,10 @@ class DemoSettings:
     batch_size: int = 8
     seed: int = 0
     budget: int = 16
-    metric: str = "rouge_l"
+    metric: str = "goals"
+    """What the corruption search matches to the never-trained profiles: ``goals`` (the mean distance over the
+    goal metrics: stated multiple choice, cloze and ROUGE-L, scored as the benchmark scores them) or one of
+    ``eco_guard.optimize.METRICS`` on the generation questions (e.g. ``rouge_l``)."""
     fpr: float = 0.01
     corruption: str = "noise_first_n"
     dims: int | None = None
@@ -414,15 +417,65 @@ def fit_classifier(
 
 
 def benchmark_items(
-    root: Path, forget: str, set_name: str, task: str, seed: int, limit: int | None
+    root: Path, forget: str, set_name: str, task: str | None, seed: int, limit: int | None
 ) -> list[Any]:
-    """The evaluation's own items of one set and task (both modalities), as ``benchmarks.mllmu.evaluate`` asks."""
+    """The evaluation's own items of one set and task (None: every task), both modalities, as
+    ``benchmarks.mllmu.evaluate`` asks them."""
     from benchmarks.mllmu import evaluate as ev
 
     bench = ev.load_benchmark(root, forget)
     sampler = ev.ShotSampler(bench, seed, 1, False)
     items = ev.build_items(set_name, bench.sets[set_name], sampler, seed, ev.MODALITIES, bench.names)
-    return ev._limit([it for it in items if it.task == task], limit)
+    return ev._limit([it for it in items if task is None or it.task == task], limit)
+
+
+class _AllFlagged:
+    """A runner for ``benchmarks.mllmu.evaluate.run_items`` that flags every request, keeping the names the
+    guard's classifier finds (the corruption lands where serving puts it)."""
+
+    def __init__(self, guard: Any) -> None:
+        self.guard = guard
+
+    def decide(self, requests: Sequence[Any]) -> list[Any]:
+        from eco_guard.optimize import forced_flags
+
+        return forced_flags(self.guard, requests, True)
+
+    def generate(self, *args: Any, **kwargs: Any) -> list[str]:
+        return self.guard.generate(*args, **kwargs)
+
+
+class GoalGap:
+    """A prepared metric for ``eco_guard.optimize.optimize_guard``: the mean |guarded - never-trained| over the
+    goal metrics of one modality's forget questions (all three tasks), scored by the benchmark's own code.
+    Searching it aims the corruption at what the goals measure; ROUGE-L alone left stated answers and cloze
+    memorized. ``scores`` holds the last evaluation's goal metrics."""
+
+    name = "goal_gap"
+    bounds = (0.0, 1.0)
+
+    def __init__(
+        self, guard: Any, items: Sequence[Any], reference: Mapping[str, float], settings: DemoSettings
+    ):
+        if not items or not reference:
+            raise ValueError("goal_gap needs forget questions and never-trained scores")
+        self.runner, self.items, self.reference = _AllFlagged(guard), list(items), dict(reference)
+        self.batch_size, self.max_new_tokens = settings.batch_size, settings.max_new_tokens
+        self.scores: dict[str, float] = {}
+
+    def __call__(self) -> float:
+        from benchmarks.mllmu import evaluate as ev
+
+        ev.run_items(self.runner, self.items, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+                     logprob=False)  # fmt: skip
+        summary = ev.summarize([ev.score_item(it, False) for it in self.items])
+        (scores,) = (by_modality for by_set in summary.values() for by_modality in by_set.values())
+        self.scores = {m: unit(m, scores.get(m)) for m in self.reference}
+        missing = [m for m, v in self.scores.items() if v is None]
+        if missing:
+            raise ValueError(f"goal_gap: the forget questions yield no {missing}")
+        gaps = [abs(self.scores[m] - r) for m, r in self.reference.items()]
+        return float(sum(gaps) / len(gaps))
 
 
 SEARCHES = (("text_only", "strength"), ("image_text", "image_strength"))
@@ -431,10 +484,11 @@ person" questions with a photo move with ``image_strength`` alone (scope spans+i
 
 
 def optimize(
-    guard: Any, root: Path, reference: Path, forget: str, out: Path, settings: DemoSettings, key: str
-):
-    """nevergrad search of the corruption strengths, one per modality: guarded forget ROUGE-L of that modality's
-    questions -> the never-trained profiles' level on the same modality."""
+    guard: Any, root: Path, reference: Path, never: Mapping[str, Any], forget: str, out: Path,
+    settings: DemoSettings, key: str,
+):  # fmt: skip
+    """nevergrad search of the corruption strengths, one per modality: the guarded forget scores of that
+    modality's questions -> the never-trained profiles' scores on the same modality (``settings.metric``)."""
     from eco_guard.config import GuardConfig
     from eco_guard.optimize import ScoredItem, SearchSpace, optimize_guard
 
@@ -446,15 +500,29 @@ def optimize(
         return [ScoredItem(prompt=it.prompt, answer=it.reference, image=it.image) for it in items
                 if it.modality == modality]  # fmt: skip
 
-    forget_gen = benchmark_items(root, forget, "forget", "generation", settings.seed, settings.limit)
-    heldout_gen = benchmark_items(reference, forget, "forget", "generation", settings.seed, settings.limit)
+    goals = settings.metric == "goals"
+    forget_items = benchmark_items(root, forget, "forget", None if goals else "generation", settings.seed,
+                                   settings.limit)  # fmt: skip
+    heldout_gen = [] if goals else benchmark_items(reference, forget, "forget", "generation", settings.seed,
+                                                   settings.limit)  # fmt: skip
     searches = {}
     for modality, parameter in SEARCHES:
-        items, heldout = scored(forget_gen, modality), scored(heldout_gen, modality)
-        if not items or not heldout or (parameter == "image_strength" and "image" not in guard.config.scope):
+        if parameter == "image_strength" and "image" not in guard.config.scope:
             continue
+        if goals:
+            never_scores = {m: metric_of(never, "forget", modality, m) for m in GOAL_METRICS}
+            never_scores = {m: v for m, v in never_scores.items() if v is not None}
+            questions = [it for it in forget_items if it.modality == modality]
+            if not questions or not never_scores:
+                continue
+            items, target, metric = [], 0.0, GoalGap(guard, questions, never_scores, settings)
+        else:
+            items, target = scored(forget_items, modality), scored(heldout_gen, modality)
+            metric = settings.metric
+            if not items or not target:
+                continue
         result = optimize_guard(
-            guard, items, target=heldout, metric=settings.metric, tolerance=FORGET_TOLERANCE / 2,
+            guard, items, target=target, metric=metric, tolerance=FORGET_TOLERANCE / 2,
             budget=settings.budget, seed=settings.seed, chat_template=False, batch_size=settings.batch_size,
             space=SearchSpace(settings.strength_range, parameter=parameter), max_new_tokens=settings.max_new_tokens,
             output_dir=out / f"search_{modality}",
@@ -508,7 +576,7 @@ def run_demo(settings: DemoSettings) -> DemoReport:
             search_key = fingerprint(base_key, settings.fpr, settings.budget, settings.metric, asdict(config),
                                      settings.strength_range, SEARCHES)  # fmt: skip
             timed(settings, "optimize", lambda: optimize(
-                guard, root, reference, data.forget, out / "guard", settings, search_key))  # fmt: skip
+                guard, root, reference, never, data.forget, out / "guard", settings, search_key))  # fmt: skip
         except ImportError as err:
             missing.append(f"optimize ({err})")
             guard = None

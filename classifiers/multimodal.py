@@ -68,13 +68,20 @@ class MultimodalClassifier:
 
     def raw_scores(self, requests: Sequence[Request]) -> dict[str, np.ndarray]:
         """Raw detector scores (``image`` is NaN for requests without one)."""
+        return self._raw_and_terms(requests)[0]
+
+    def _raw_and_terms(
+        self, requests: Sequence[Request]
+    ) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:
+        """Raw detector scores and the forget-target names found in each request (one name search per text)."""
         texts = [r.classifier_text for r in requests]
         for i, text in enumerate(texts):
             if not text.strip():
                 raise ValueError(f"request {i} has no text")
         text_scores = self.text.score(texts)
+        terms: list[tuple[str, ...]] = [()] * len(texts)
         if self.terms is not None:
-            names = self.terms.score(texts)
+            names, terms = self.terms.score_and_terms(texts)
             text_scores = np.where(names > 0, 1.0 + names, text_scores)
         image_scores = np.full(len(requests), np.nan)
         rows = [i for i, r in enumerate(requests) if r.image is not None]
@@ -88,7 +95,7 @@ class MultimodalClassifier:
                 except (OSError, ValueError) as err:
                     raise type(err)(f"request {i}: {err}") from None
             image_scores[rows] = self.image.score(images)
-        return {"text": text_scores, "image": image_scores}
+        return {"text": text_scores, "image": image_scores}, terms
 
     def calibrate(self, negatives: Sequence[PromptLike]) -> MultimodalClassifier:
         """Fit the per-modality calibrators on held-out negative requests (none about a forget target, none used
@@ -115,12 +122,17 @@ class MultimodalClassifier:
 
     def scores(self, requests: Sequence[PromptLike]) -> tuple[np.ndarray, list[str]]:
         """``(score, firing detector)`` per request: score is one minus the Bonferroni-adjusted p-value."""
+        return self._scores_and_terms(requests)[:2]
+
+    def _scores_and_terms(
+        self, requests: Sequence[PromptLike]
+    ) -> tuple[np.ndarray, list[str], list[tuple[str, ...]]]:
         if not self.calibrators_:
             raise NotFittedError(
                 "this MultimodalClassifier is not calibrated; call calibrate(negative_requests)"
             )
         requests = [to_request(r) for r in requests]
-        raw = self.raw_scores(requests)
+        raw, terms = self._raw_and_terms(requests)
         out, sources = np.zeros(len(requests)), []
         for i, request in enumerate(requests):
             m = _modality(request)
@@ -134,7 +146,7 @@ class MultimodalClassifier:
             best = min(p, key=p.get)
             out[i] = 1.0 - min(1.0, len(p) * p[best])
             sources.append(best)
-        return out, sources
+        return out, sources, terms
 
     def flag(self, requests: Sequence[Request]) -> list[Flag]:
         """One Flag per request: flagged at the calibrated rate, score, which detector fired, name terms."""
@@ -143,11 +155,10 @@ class MultimodalClassifier:
         flags: list[Flag] = []
         for lo in range(0, len(requests), self.batch_size):
             chunk = [to_request(r) for r in requests[lo : lo + self.batch_size]]
-            scores, sources = self.scores(chunk)
-            for request, score, source in zip(chunk, scores, sources, strict=True):
+            scores, sources, terms = self._scores_and_terms(chunk)
+            for score, source, names in zip(scores, sources, terms, strict=True):
                 flagged = bool(score >= 1.0 - self.fpr - 1e-12)
-                terms = self.terms.terms(request.classifier_text) if self.terms is not None else ()
-                flags.append(Flag(flagged, float(score), source if flagged else "", terms))
+                flags.append(Flag(flagged, float(score), source if flagged else "", names))
         return flags
 
     def predict(self, requests: Sequence[PromptLike]) -> np.ndarray:

@@ -97,6 +97,11 @@ def _deletes(word: str) -> set[str]:
     return {word[:i] + word[i + 1 :] for i in range(len(word))}
 
 
+def surfaces(matches: Iterable[Match]) -> tuple[str, ...]:
+    """The distinct surface strings of ``matches``, in order."""
+    return tuple(dict.fromkeys(m.surface for m in matches))
+
+
 def typo_distance(a: str, b: str) -> int:
     """Optimal string alignment distance (edits and swaps of neighbours), stopped early above 1."""
     if abs(len(a) - len(b)) > 1:
@@ -229,13 +234,18 @@ class TermDetector:
 
     def terms(self, text: str) -> tuple[str, ...]:
         """The distinct surface strings of all matches, in text order."""
-        return tuple(dict.fromkeys(m.surface for m in self.find(text)))
+        return surfaces(self.find(text))
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """Per text, the strongest match's score (1.0 full name, lower for typos and partial names; 0 for none)."""
+        return self.score_and_terms(texts)[0]
+
+    def score_and_terms(self, texts: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+        """``score`` and ``terms`` of every text from one search (the guard needs both for each request)."""
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings")
-        return np.array([max((m.score for m in self.find(t)), default=0.0) for t in texts])
+        found = [self.find(t) for t in texts]
+        return np.array([max((m.score for m in f), default=0.0) for f in found]), [surfaces(f) for f in found]
 
     def _matches(self, text: str) -> Iterable[tuple[Match, Alias]]:
         words = _words(text)

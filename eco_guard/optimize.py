@@ -199,8 +199,8 @@ def measure_target(name: str, guard: Any, heldout: Sequence[ScoredItem], **kwarg
     return make_metric(name, guard, heldout, flagged=False, **kwargs)()
 
 
-def check_target(name: str, target: float) -> float:
-    low, high = METRICS[name].bounds
+def check_target(name: str, target: float, bounds: tuple[float, float] | None = None) -> float:
+    low, high = bounds or METRICS[name].bounds
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target):
         raise ValueError(f"target must be a finite number, got {target!r}")
     if not low <= target <= high:
@@ -487,7 +487,7 @@ def optimize_guard(
     items: Sequence[ScoredItem],
     *,
     target: float | Sequence[ScoredItem],
-    metric: str = "mc_accuracy",
+    metric: str | Metric = "mc_accuracy",
     tolerance: float = 0.05,
     budget: int = 30,
     optimizer: str = DEFAULT_OPTIMIZER,
@@ -504,22 +504,29 @@ def optimize_guard(
     ``target`` within ``tolerance``; write the best into ``guard.config``.
 
     ``target`` is a number in the metric's range (e.g. chance) or held-out items the model never learned, scored
-    unguarded. ``output_dir`` (the guard folder) receives the trace (JSONL) and the plot (PNG) as they are made.
+    unguarded. ``metric`` is a registered name, or a metric the caller prepared on its own items (a benchmark's
+    own scoring, say: any object like :class:`Metric`, called for a float, with ``name`` and ``bounds``); it then
+    needs a numeric ``target``, and ``items`` only feed the fluency penalty.
+    ``output_dir`` (the guard folder) receives the trace (JSONL) and the plot (PNG) as they are made.
     """
-    if metric not in METRICS:
+    prepared = None if isinstance(metric, str) else metric
+    if prepared is None and metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; valid names: {', '.join(sorted(METRICS))}")
+    name = prepared.name if prepared is not None else metric
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive integer number of evaluations, got {budget!r}")
     if not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance < 0:
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
-    if not items:
+    if not items and prepared is None:
         raise ValueError("the forget set is empty: nothing to optimize on")
     space = space or SearchSpace()
     space.validate(guard.config)
     make_optimizer(optimizer, space.parametrization(guard.config, seed), budget)  # fail fast on a bad name
     if isinstance(target, (int, float)):
-        target_value = check_target(metric, target)
+        target_value = check_target(name, target, prepared.bounds if prepared is not None else None)
     else:
+        if prepared is not None:
+            raise ValueError(f"metric {name!r} was prepared by the caller: give its target as a number")
         if not target:
             raise ValueError("the held-out set for the target is empty")
         target_value = check_target(
@@ -536,7 +543,7 @@ def optimize_guard(
         logger.info(
             "target %s = %.4f measured unguarded on %d held-out items", metric, target_value, len(target)
         )
-    scorer = make_metric(
+    scorer = prepared or make_metric(
         metric,
         guard,
         items,
@@ -546,6 +553,8 @@ def optimize_guard(
     )
     penalties = []
     if fluency_weight > 0:
+        if not items:
+            raise ValueError("the fluency penalty needs items to generate answers to")
         penalties.append(FluencyPenalty(guard, items, weight=fluency_weight, chat_template=chat_template))
     objective = GuardObjective(guard, scorer, target_value, penalties)
     trace_path = Path(output_dir) / TRACE_NAME if output_dir is not None else None
@@ -564,13 +573,13 @@ def optimize_guard(
         raise
     guard.config = objective.base.replace(**best.params)
     result = SearchResult(
-        best, trace, guard.config, target_value, float(tolerance), metric, optimizer, seed, reached
+        best, trace, guard.config, target_value, float(tolerance), name, optimizer, seed, reached
     )
     logger.info(
         "best %s after %d evaluations: %s=%.4f (target %.4f, %s)",
         best.params,
         len(trace),
-        metric,
+        name,
         best.metric,
         target_value,
         "within tolerance" if reached else "NOT within tolerance",

@@ -135,3 +135,18 @@ def test_encoder_cut_to_its_first_layers_is_saved_and_reloaded(people, tmp_path)
     for bad in (0, 7, 2.5):
         with pytest.raises(ValueError, match="layers must be an integer in"):
             SentenceEncoder("minilm", layers=bad)
+
+
+def test_a_prompt_scores_the_same_alone_and_in_any_batch(fitted, people) -> None:
+    """A flag must not depend on the other requests batched with it (padding is masked; no per-batch statistics,
+    which is why int8 dynamic quantization, whose activation scale is per batch, is not offered)."""
+    text = fitted[0].text
+    forget, retain, _ = people
+    prompts = [q for p in forget[:2] + retain[:6] for q in p.text_questions]
+    together = text.score(prompts)
+    alone = np.array([text.score([p])[0] for p in prompts[:6]])
+    reversed_batch = text.score(prompts[::-1])[::-1]
+    # float32 agrees to ~1e-7; bfloat16 (on CPUs that have it) may round differently per padded shape; int8
+    # dynamic quantization moved scores by up to 0.022
+    np.testing.assert_allclose(alone, together[:6], atol=5e-3)
+    np.testing.assert_allclose(reversed_batch, together, atol=5e-3)

@@ -206,6 +206,37 @@ def test_measured_target_from_heldout_items(guard):
     )
 
 
+def test_a_metric_prepared_by_the_caller_is_searched_as_given(guard):
+    """A benchmark passes its own scoring (an object with name, bounds and a call): the search measures it under
+    each candidate config, against a numeric target, and writes the best into the guard."""
+
+    class Strength:
+        name, bounds = "strength_seen", (0.0, 1e9)
+
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self):
+            self.seen.append(guard.config.strength)
+            return guard.config.strength
+
+    metric = Strength()
+    result = optimize_guard(
+        guard, [], target=3.0, metric=metric, tolerance=0.0, budget=6, space=SearchSpace(strength=(0.1, 100.0)),
+        chat_template=False, progress=False,
+    )  # fmt: skip
+    assert result.metric == "strength_seen" and len(result.trace) == 6
+    assert [e.metric for e in result.trace if e.seconds > 0] == metric.seen
+    assert all(e.objective == pytest.approx(abs(e.params["strength"] - 3.0)) for e in result.trace)
+    assert guard.config.strength == pytest.approx(min(metric.seen, key=lambda v: abs(v - 3.0)))
+    with pytest.raises(ValueError, match="prepared by the caller: give its target as a number"):
+        optimize_guard(guard, [], target=ITEMS, metric=metric, budget=2, progress=False)
+    with pytest.raises(ValueError, match=r"target -1.0 lies outside the range \[0.0, 1000000000.0\]"):
+        optimize_guard(guard, [], target=-1.0, metric=metric, budget=2, progress=False)
+    with pytest.raises(ValueError, match="fluency penalty needs items"):
+        optimize_guard(guard, [], target=1.0, metric=metric, budget=2, fluency_weight=1.0, progress=False)
+
+
 def test_bad_input(guard):
     def run(items=ITEMS, **kwargs):
         args = {
