@@ -43,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DemoSettings.budget,
         help="nevergrad evaluations of the corruption search",
     )
+    parser.add_argument(
+        "--search-metric",
+        choices=("goals", "rouge_l", "answer_loglik"),
+        default=DemoSettings.metric,
+        help="what each corruption search matches to the never-trained profiles: goals (mean distance over stated "
+        "multiple choice, cloze and ROUGE-L; default) or one metric of the open questions",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--logprob",
@@ -84,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         out=Path(args.out), artifact=Path(args.artifact) if args.artifact else None, retrain=args.retrain,
         limit=args.limit, max_new_tokens=args.max_new_tokens, budget=args.budget, seed=args.seed,
-        logprob=args.logprob,
+        logprob=args.logprob, metric=args.search_metric,
     )  # fmt: skip
     report = run_demo(settings)
     print(

@@ -82,6 +82,7 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
         "text_only": "strength",
         "image_text": "image_strength",
     }
+    assert {s["metric"] for s in search.values()} == {"goal_gap"}  # stated MC, cloze and ROUGE-L together
     config = GuardConfig.from_pretrained(tmp_path / "out" / "guard")
     assert config.strength == search["text_only"]["best"]["params"]["strength"]
     assert config.image_strength == search["image_text"]["best"]["params"]["image_strength"]
@@ -99,3 +100,9 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
                                   strengths=(0.0, 10.0)))  # fmt: skip
     assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
     assert again.table == report.table, (again.table, report.table)
+    # one metric of the open questions instead: a new search (the evaluations before it are reused)
+    run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
+                          strengths=(0.0, 10.0), metric="rouge_l"))  # fmt: skip
+    search = json.loads((tmp_path / "out" / "guard" / "search.json").read_text())
+    assert {s["metric"] for s in search.values()} == {"rouge_l"}
+    assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
