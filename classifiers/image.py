@@ -147,12 +147,22 @@ class CallableImageEncoder:
         return np.asarray(self.fn(list(images)), dtype=np.float32)
 
 
+METRICS = ("mlp", "lda", "standardize")
+"""How encoder outputs become identity embeddings: ``mlp`` a small network trained at fit time to tell every known
+person apart across random transforms (:mod:`classifiers.invariant`), ``lda`` a linear discriminant of the same
+groups, ``standardize`` per-feature z-scores."""
+
+
 class ImageIdentityClassifier(BaseEstimator):
     """Flags images of forget-set identities; ``fit(images, identities)``, ``score``, ``predict``.
 
     ``identities[i]`` names the forget identity shown in ``images[i]``, or is ``None``/``""`` for anyone else; the
     others fix the standardization and, when ``fpr`` is set, a held-out ``calibration_fraction`` of them (each
     transformed ``n_augment`` times) calibrates the decision conformally (:mod:`classifiers.calibration`).
+
+    ``metric`` (see ``METRICS``): by default ``mlp``, an embedding trained at fit time to tell every known person
+    apart across random transforms. On synthetic MLLMU (200 profiles, the demo tower, ``classifiers.training``)
+    it misses 3.3% (1 of 30) of the forget set's Test_Set-style images at 0% FPR, where ``lda`` missed 26.7%.
 
     ``query_views`` (1 to 4): a scored image is embedded as the mean of that many fixed views of it (itself,
     mirrored, a 88% centre crop, that crop mirrored), to steady the embedding of a cropped or recoloured photo. Every
@@ -167,8 +177,8 @@ class ImageIdentityClassifier(BaseEstimator):
         encoder: ImageEncoder | None = None,
         *,
         fpr: float | None = 0.01,
-        metric: str = "lda",
-        n_augment: int = 16,
+        metric: str = "mlp",
+        n_augment: int = 32,
         calibration_fraction: float = 0.3,
         random_state: int = 0,
         query_views: int = 1,
@@ -206,8 +216,8 @@ class ImageIdentityClassifier(BaseEstimator):
                     f"calibration_fraction {self.calibration_fraction} leaves no images to calibrate on"
                 )
             held = set(rng.choice(others, size=n_cal, replace=False).tolist())
-        if self.metric not in ("lda", "standardize"):
-            raise ValueError(f"metric must be 'lda' or 'standardize', got {self.metric!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
         self.encoder_ = self.encoder
         refs, ref_ids = [], []
         for k, identity in enumerate(labels):
@@ -216,28 +226,32 @@ class ImageIdentityClassifier(BaseEstimator):
                 ref_ids += [identity] * (self.n_augment + 1)
         raw_refs = self._raw(refs)
         base = [k for k in others if k not in held]
-        copies = max(1, self.n_augment // 2)
+        copies = self.n_augment if self.metric == "mlp" else max(1, self.n_augment // 2)
         raw_base = self._raw(
             [img for k in base for img in [images[k], *(transform(images[k], rng) for _ in range(copies))]]
         )
         features = np.concatenate([raw_refs, raw_base])
         self.mean_ = features.mean(0)
         scale = features.std(0) + 1e-6
+        groups = np.concatenate(
+            [np.array([f"forget:{i}" for i in ref_ids]), np.repeat([f"other:{k}" for k in base], copies + 1)]
+        )
+        self.projection_ = np.diag(1.0 / scale).astype(np.float32)
+        self.mlp_ = None
         if self.metric == "lda":
             from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-            groups = np.concatenate(
-                [
-                    np.array([f"forget:{i}" for i in ref_ids]),
-                    np.repeat([f"other:{k}" for k in base], copies + 1),
-                ]
-            )
             lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(
                 (features - self.mean_) / scale, groups
             )
             self.projection_ = (lda.scalings_[:, : lda._max_components] / scale[:, None]).astype(np.float32)
-        else:
-            self.projection_ = np.diag(1.0 / scale).astype(np.float32)
+        elif self.metric == "mlp":
+            from classifiers.invariant import fit_invariant_mlp
+
+            labels = np.unique(groups, return_inverse=True)[1]
+            self.mlp_ = fit_invariant_mlp(
+                (features - self.mean_) @ self.projection_, labels, seed=self.random_state
+            )
         self.references_ = self._normalize(raw_refs)
         self.identities_ = np.array(forget)
         self.reference_owner_ = np.array([forget.index(i) for i in ref_ids])
@@ -292,6 +306,10 @@ class ImageIdentityClassifier(BaseEstimator):
 
     def _normalize(self, raw: np.ndarray) -> np.ndarray:
         z = (raw - self.mean_) @ self.projection_
+        if getattr(self, "mlp_", None) is not None:
+            from classifiers.invariant import apply_mlp
+
+            z = apply_mlp(z, self.mlp_)
         return (z / np.linalg.norm(z, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
 
     def _embed(self, images: Sequence[Any]) -> np.ndarray:
@@ -329,6 +347,8 @@ class ImageIdentityClassifier(BaseEstimator):
         }
         if self.calibrator_ is not None:
             arrays["calibration_negatives"] = self.calibrator_.negatives_
+        if getattr(self, "mlp_", None) is not None:
+            arrays.update(self.mlp_)
         save_arrays(folder / "references.safetensors", arrays)
         config = {
             "encoder": spec,
@@ -366,6 +386,14 @@ class ImageIdentityClassifier(BaseEstimator):
         model.mean_, model.projection_ = arrays["mean"], arrays["projection"]
         model.references_, model.reference_owner_ = arrays["references"], arrays["reference_owner"]
         model.identities_ = np.array(config["identities"])
+        model.mlp_ = None
+        if config["metric"] == "mlp":
+            from classifiers.invariant import MLP_KEYS
+
+            missing = [k for k in MLP_KEYS if k not in arrays]
+            if missing:
+                raise ClassifierFileError(f"{folder}: metric 'mlp' but the arrays {missing} are missing")
+            model.mlp_ = {k: arrays[k] for k in MLP_KEYS}
         negatives = arrays.get("calibration_negatives")
         model.calibrator_ = ConformalCalibrator(negatives) if negatives is not None else None
         return model
