@@ -85,7 +85,7 @@ def test_errors() -> None:
         model.p_values([portrait(0)])
 
 
-def test_learned_embedding_separates_transformed_photos_better_than_lda(tower_encoder) -> None:
+def test_learned_embedding_separates_transformed_photos_better_than_lda(tower_encoder, tmp_path) -> None:
     """The default ``mlp`` embedding is trained at fit time to tell people apart across random transforms; on
     transformed photos of the forget people vs strangers it ranks better than the linear ``lda`` projection, and
     the fit is seeded (same arrays twice) without touching torch's global random state."""
@@ -107,8 +107,15 @@ def test_learned_embedding_separates_transformed_photos_better_than_lda(tower_en
     state = torch.random.get_rng_state()
     again = ImageIdentityClassifier(tower_encoder, fpr=None, n_augment=8).fit(images, labels)
     assert torch.equal(torch.random.get_rng_state(), state)
+    assert again.metric == "auto" and again.metric_ == "mlp"  # 50 other people: enough to learn from
     twice = ImageIdentityClassifier(tower_encoder, fpr=None, n_augment=8).fit(images, labels)
     for key, value in again.mlp_.items():
         np.testing.assert_array_equal(value, twice.mlp_[key])
+    again.save_pretrained(tmp_path)
+    loaded = ImageIdentityClassifier.from_pretrained(tmp_path)
+    assert loaded.metric_ == "mlp"
+    np.testing.assert_allclose(loaded.score(queries[:5]), again.score(queries[:5]), atol=1e-5)
+    few = ImageIdentityClassifier(tower_encoder, fpr=None, n_augment=2).fit(images[:30], labels[:30])
+    assert few.metric_ == "lda" and few.mlp_ is None  # 20 others: too few for a learned embedding
     with pytest.raises(ValueError, match="metric must be one of"):
         ImageIdentityClassifier(tower_encoder, fpr=None, metric="cosine").fit(images[:2], ["p0", None])
