@@ -449,7 +449,7 @@ class GoalGap:
     """A prepared metric for ``eco_guard.optimize.optimize_guard``: the mean |guarded - never-trained| over the
     goal metrics of one modality's forget questions (all three tasks), scored by the benchmark's own code.
     Searching it aims the corruption at what the goals measure; ROUGE-L alone left stated answers and cloze
-    memorized. ``scores`` holds the last evaluation's goal metrics."""
+    memorized."""
 
     name = "goal_gap"
     bounds = (0.0, 1.0)
@@ -461,7 +461,6 @@ class GoalGap:
             raise ValueError("goal_gap needs forget questions and never-trained scores")
         self.runner, self.items, self.reference = _AllFlagged(guard), list(items), dict(reference)
         self.batch_size, self.max_new_tokens = settings.batch_size, settings.max_new_tokens
-        self.scores: dict[str, float] = {}
 
     def __call__(self) -> float:
         from benchmarks.mllmu import evaluate as ev
@@ -470,11 +469,11 @@ class GoalGap:
                      logprob=False)  # fmt: skip
         summary = ev.summarize([ev.score_item(it, False) for it in self.items])
         (scores,) = (by_modality for by_set in summary.values() for by_modality in by_set.values())
-        self.scores = {m: unit(m, scores.get(m)) for m in self.reference}
-        missing = [m for m, v in self.scores.items() if v is None]
+        measured = {m: unit(m, scores.get(m)) for m in self.reference}
+        missing = [m for m, v in measured.items() if v is None]
         if missing:
             raise ValueError(f"goal_gap: the forget questions yield no {missing}")
-        gaps = [abs(self.scores[m] - r) for m, r in self.reference.items()]
+        gaps = [abs(measured[m] - r) for m, r in self.reference.items()]
         return float(sum(gaps) / len(gaps))
 
 
