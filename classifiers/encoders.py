@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -118,9 +118,40 @@ class SentenceEncoder:
         for lo in range(0, len(texts), self.chunk_size):
             yield lo, texts[lo : lo + self.chunk_size]
 
-    def _encode_chunk(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        import torch
+    def iter_encode_staged(
+        self, texts: Sequence[str], exit_layer: int, keep: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Early exit, chunk by chunk: ``(first text index, early [W, dim], final [W, dim], continued [W], owner)``.
 
+        Every window goes through the first ``exit_layer`` layers and is pooled (``early``); ``keep(early rows)``
+        says which windows go on through the remaining layers from where they stopped (``final``; NaN rows for
+        the others). Nothing is computed twice: a window that goes on costs what the plain encoder costs.
+        """
+        stack = self._stack()
+        if (
+            isinstance(exit_layer, bool)
+            or not isinstance(exit_layer, int)
+            or not 1 <= exit_layer < len(stack)
+        ):
+            raise ValueError(f"exit_layer must be an integer in [1, {len(stack) - 1}], got {exit_layer!r}")
+        for lo, chunk in self._chunks(texts):
+            yield (lo, *self._encode_chunk_staged(chunk, exit_layer, keep))
+
+    def window_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Token count of every window, in the order :meth:`encode` returns them."""
+        return np.concatenate(
+            [[len(x) for x in self._tokenize(chunk)[0]] for _, chunk in self._chunks(texts)]
+        )
+
+    def _stack(self) -> Any:
+        stack = getattr(getattr(self.model, "encoder", None), "layer", None)
+        if stack is None or not hasattr(self.model, "embeddings"):
+            raise ValueError(
+                f"{self.name_or_path}: early exit needs a BERT-style encoder (embeddings, encoder.layer)"
+            )
+        return stack
+
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray]:
         enc = self.tokenizer(
             texts,
             truncation=True,
@@ -128,26 +159,81 @@ class SentenceEncoder:
             stride=self.overlap,
             return_overflowing_tokens=True,
         )
-        ids = enc["input_ids"]
-        owner = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
-        order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths together: little padding
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        return enc["input_ids"], np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
+
+    def _batches(self, ids: list[list[int]]) -> Iterator[tuple[np.ndarray, Any, Any]]:
+        """``(rows, input ids, attention mask)``, windows of similar length together (little padding)."""
+        import torch
+
+        order = np.argsort([len(x) for x in ids], kind="stable")
         pad = self.tokenizer.pad_token_id or 0
+        for lo in range(0, len(ids), self.batch_size):
+            rows = order[lo : lo + self.batch_size]
+            width = max(len(ids[r]) for r in rows)
+            batch = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for k, r in enumerate(rows):
+                batch[k, : len(ids[r])] = torch.tensor(ids[r])
+                mask[k, : len(ids[r])] = 1
+            yield rows, batch, mask
+
+    def _encode_chunk(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        ids, owner = self._tokenize(texts)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            for lo in range(0, len(ids), self.batch_size):
-                rows = order[lo : lo + self.batch_size]
-                width = max(len(ids[r]) for r in rows)
-                batch = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for k, r in enumerate(rows):
-                    batch[k, : len(ids[r])] = torch.tensor(ids[r])
-                    mask[k, : len(ids[r])] = 1
-                hidden = self.model(input_ids=batch, attention_mask=mask).last_hidden_state.float()
-                weights = mask.unsqueeze(-1).float()
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
-                out[rows] = pooled.numpy()
+            for rows, batch, mask in self._batches(ids):
+                out[rows] = _pool(self.model(input_ids=batch, attention_mask=mask).last_hidden_state, mask)
         return out, owner
+
+    def _encode_chunk_staged(
+        self, texts: list[str], exit_layer: int, keep: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        import torch
+        from transformers.masking_utils import create_bidirectional_mask
+
+        ids, owner = self._tokenize(texts)
+        early = np.empty((len(ids), self.dim), dtype=np.float32)
+        final = np.full((len(ids), self.dim), np.nan, dtype=np.float32)
+        went_on = np.zeros(len(ids), dtype=bool)
+        stack = self._stack()
+        with torch.inference_mode():
+            for rows, batch, mask in self._batches(ids):
+                hidden = self.model.embeddings(input_ids=batch)
+                attention = create_bidirectional_mask(
+                    config=self.model.config, inputs_embeds=hidden, attention_mask=mask
+                )
+                hidden = _run_layers(stack[:exit_layer], hidden, attention)
+                early[rows] = _pool(hidden, mask)
+                go = np.asarray(keep(early[rows], mask.sum(1).numpy()), dtype=bool)
+                if go.shape != (len(rows),):
+                    raise ValueError(f"keep must return one bool per window, got shape {go.shape}")
+                if not go.any():
+                    continue
+                sel = torch.from_numpy(np.flatnonzero(go))
+                if attention is not None and attention.shape[0] == len(rows):
+                    attention = attention[sel]
+                hidden = _run_layers(stack[exit_layer:], hidden[sel], attention)
+                final[rows[go]] = _pool(hidden, mask[sel])
+                went_on[rows[go]] = True
+        return early, final, went_on, owner
+
+
+def _run_layers(layers: Any, hidden: Any, attention: Any) -> Any:
+    for layer in layers:
+        out = layer(hidden, attention)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+def _pool(hidden: Any, mask: Any) -> np.ndarray:
+    """Mean over the unpadded tokens, L2-normalized, float32."""
+    import torch
+
+    weights = mask.unsqueeze(-1).float()
+    pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
 
 def resolve_dtype(dtype: str) -> str:

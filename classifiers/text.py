@@ -29,6 +29,16 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
     named after 600 tokens of unrelated text still counts. ``fpr`` sets the decision: with it, ``fit`` holds out
     ``calibration_fraction`` of the negatives and :meth:`predict` flags at conformal p-value ``<= fpr`` (see
     :mod:`classifiers.calibration`; recalibrate on other negatives with :meth:`calibrate`). Without it, 0.5.
+
+    ``early_exit=k`` adds a second head on the encoder's first ``k`` layers: a window whose early probability is
+    below ``exit_threshold_`` stops there and scores that probability; the others go on through the remaining
+    layers and score the full head's probability. The threshold is ``exit_margin`` times the lowest
+    cross-validated early probability of any training prompt about a forget target, so no training positive would
+    have stopped, with room to spare. It is only trusted where it was measured: windows longer than the longest
+    training positive (``exit_max_tokens_``; a question buried in filler is diluted in the mean) always run every
+    layer. Most short unrelated traffic stops early (fast); every prompt that could be positive is scored by the
+    full head, so decisions stay the full encoder's. Calibration uses the same cascaded score, so the conformal
+    guarantee holds as it is.
     """
 
     def __init__(
@@ -44,6 +54,8 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         dtype: str = "auto",
         random_state: int = 0,
         layers: int | None = None,
+        early_exit: int | None = None,
+        exit_margin: float = 0.5,
     ) -> None:
         self.encoder = encoder
         self.head = head
@@ -55,6 +67,8 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.random_state = random_state
         self.layers = layers
+        self.early_exit = early_exit
+        self.exit_margin = exit_margin
 
     # ------------------------------------------------------------ fitting
 
@@ -74,18 +88,63 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
                     f"calibration_fraction {self.calibration_fraction} leaves no negatives to fit or calibrate"
                 )
             held_out[rng.choice(negatives, size=n_cal, replace=False)] = True
-        embeds, owner = self.encoder_.encode(texts)
+        if self.early_exit is not None:
+            if not 0 < self.exit_margin <= 1:
+                raise ValueError(f"exit_margin must lie in (0, 1], got {self.exit_margin!r}")
+            parts = list(self.encoder_.iter_encode_staged(texts, self.early_exit, _go_on))
+            early = np.concatenate([p[1] for p in parts])
+            embeds = np.concatenate([p[2] for p in parts])
+            owner = np.concatenate([p[4] + p[0] for p in parts])
+        else:
+            embeds, owner = self.encoder_.encode(texts)
         train_rows = ~held_out[owner]
-        self.head_ = clone(self.head) if self.head is not None else default_head()
-        self.head_.fit(embeds[train_rows], labels[owner][train_rows])
-        if not hasattr(self.head_, "predict_proba"):
-            raise TypeError(f"the head {type(self.head_).__name__} has no predict_proba")
+        self.head_ = self._new_head().fit(embeds[train_rows], labels[owner][train_rows])
         self.classes_ = np.array([0, 1])
+        self.exit_head_, self.exit_threshold_, self.exit_max_tokens_ = None, None, None
+        if self.early_exit is not None:
+            self._fit_exit(early[train_rows], labels[owner][train_rows], owner[train_rows])
+            lengths = self.encoder_.window_lengths(texts)
+            self.exit_max_tokens_ = int(lengths[train_rows & (labels[owner] == 1)].max())
         self.calibrator_ = None
         if held_out.any():
-            scores = self._scores_from(embeds[~train_rows], owner[~train_rows], held_out)
-            self.calibrator_ = ConformalCalibrator(scores)
+            proba = self._window_proba(embeds[~train_rows])
+            if self.exit_head_ is not None:
+                early_proba = self._proba(self.exit_head_, early[~train_rows])
+                stop = ~self._keep(early_proba, self.encoder_.window_lengths(texts)[~train_rows])
+                proba = np.where(stop, early_proba, proba)
+            index = np.cumsum(held_out) - 1
+            self.calibrator_ = ConformalCalibrator(
+                max_by_owner(proba, index[owner[~train_rows]], int(held_out.sum()))
+            )
         return self
+
+    def _new_head(self) -> Any:
+        head = clone(self.head) if self.head is not None else default_head()
+        if not hasattr(head, "predict_proba"):
+            raise TypeError(f"the head {type(head).__name__} has no predict_proba")
+        return head
+
+    def _fit_exit(self, early: np.ndarray, labels: np.ndarray, owner: np.ndarray) -> None:
+        """The early head and its threshold: ``exit_margin`` x the lowest cross-validated early score (max over
+        its windows) of a training positive; 5-fold, stratified, shuffled."""
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        folds = min(5, int(np.bincount(labels).min()))
+        if folds < 2:
+            raise ValueError("early exit needs at least 2 windows of each class to cross-validate its head")
+        cv = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
+        positive = list(np.unique(labels)).index(1)
+        held = cross_val_predict(self._new_head(), early, labels, cv=cv, method="predict_proba")[:, positive]
+        _, text_index = np.unique(owner, return_inverse=True)
+        per_text = max_by_owner(held, text_index, int(text_index.max()) + 1)
+        is_positive = max_by_owner(labels.astype(float), text_index, int(text_index.max()) + 1) > 0
+        self.exit_head_ = self._new_head().fit(early, labels)
+        self.exit_threshold_ = float(self.exit_margin * per_text[is_positive].min())
+
+    def _keep(self, early_proba: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Which windows go past the exit: early probability at or above the threshold, or longer than any
+        training positive."""
+        return (early_proba >= self.exit_threshold_) | (lengths > self.exit_max_tokens_)
 
     def calibrate(self, negatives: Sequence[str]) -> TextClassifier:
         """Calibrate the decision on held-out negative prompts (never the ones the head was fitted on)."""
@@ -99,8 +158,31 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         """Positive-class probability per prompt, maximized over its windows."""
         self._check_fitted()
         out = []
+        if getattr(self, "exit_head_", None) is not None:
+
+            def keep(early: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+                return self._keep(self._proba(self.exit_head_, early), lengths)
+
+            for _, early, final, went_on, owner in self.encoder_.iter_encode_staged(X, self.early_exit, keep):
+                proba = self._proba(self.exit_head_, early)
+                if went_on.any():
+                    proba[went_on] = self._window_proba(final[went_on])
+                out.append(max_by_owner(proba, owner, int(owner.max()) + 1))
+            return np.concatenate(out)
         for _, embeds, owner in self.encoder_.iter_encode(X):
             out.append(max_by_owner(self._window_proba(embeds), owner, int(owner.max()) + 1))
+        return np.concatenate(out)
+
+    def goes_past_exit(self, X: Sequence[str]) -> np.ndarray:
+        """Per prompt: whether any of its windows runs every layer (all do without early exit)."""
+        self._check_fitted()
+        if getattr(self, "exit_head_", None) is None:
+            return np.ones(len(X), dtype=bool)
+        out, lengths, start = [], self.encoder_.window_lengths(X), 0
+        for _, early, _, _, owner in self.encoder_.iter_encode_staged(X, self.early_exit, _stop):
+            went_on = self._keep(self._proba(self.exit_head_, early), lengths[start : start + len(owner)])
+            start += len(owner)
+            out.append(max_by_owner(went_on.astype(float), owner, int(owner.max()) + 1) > 0)
         return np.concatenate(out)
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
@@ -123,13 +205,11 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return (self.p_values(X) <= self.fpr).astype(int)
 
     def _window_proba(self, embeds: np.ndarray) -> np.ndarray:
-        positive = list(self.head_.classes_).index(1)
-        return self.head_.predict_proba(embeds)[:, positive]
+        return self._proba(self.head_, embeds)
 
-    def _scores_from(self, embeds: np.ndarray, owner: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        """Scores of the texts selected by bool ``keep``, from their windows' embeddings."""
-        index = np.cumsum(keep) - 1
-        return max_by_owner(self._window_proba(embeds), index[owner], int(keep.sum()))
+    @staticmethod
+    def _proba(head: Any, embeds: np.ndarray) -> np.ndarray:
+        return head.predict_proba(embeds)[:, list(head.classes_).index(1)]
 
     def _make_encoder(self) -> SentenceEncoder:
         if isinstance(self.encoder, SentenceEncoder):
@@ -142,6 +222,16 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             dtype=self.dtype,
             layers=self.layers,
         )
+
+    def _probe_scores(self) -> np.ndarray:
+        """The full head's probe scores, then (with early exit) the early head's: loading must reproduce both."""
+        texts = list(PROBE_TEXTS)
+        if getattr(self, "exit_head_", None) is None:
+            return self.score(texts)
+        parts = list(self.encoder_.iter_encode_staged(texts, self.early_exit, _go_on))
+        early = np.concatenate([p[1] for p in parts])
+        final = np.concatenate([p[2] for p in parts])
+        return np.concatenate([self._window_proba(final), self._proba(self.exit_head_, early)])
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "head_"):
@@ -156,12 +246,11 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state, arrays = head_state(self.head_)
-        probe = self.score(list(PROBE_TEXTS))
+        probe = self._probe_scores()
         arrays = {f"head.{k}": v for k, v in arrays.items()}
         arrays["probe_scores"] = probe
         if self.calibrator_ is not None:
             arrays["calibration_negatives"] = self.calibrator_.negatives_
-        save_arrays(folder / "head.safetensors", arrays)
         config = {
             "encoder": self.encoder_.spec(),
             "head": state,
@@ -169,6 +258,17 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             "calibration_fraction": self.calibration_fraction,
             "random_state": self.random_state,
         }
+        if getattr(self, "exit_head_", None) is not None:
+            exit_state, exit_arrays = head_state(self.exit_head_)
+            arrays.update({f"exit_head.{k}": v for k, v in exit_arrays.items()})
+            config["early_exit"] = {
+                "layer": self.early_exit,
+                "margin": self.exit_margin,
+                "threshold": self.exit_threshold_,
+                "max_tokens": self.exit_max_tokens_,
+                "head": exit_state,
+            }
+        save_arrays(folder / "head.safetensors", arrays)
         return write_meta(folder, self, config).parent
 
     @classmethod
@@ -177,6 +277,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         config = read_meta(folder, cls)
         arrays = load_arrays(folder / "head.safetensors")
         spec = config["encoder"]
+        exit_spec = config.get("early_exit")  # absent in files saved before early exit existed
         model = cls(
             spec["name_or_path"],
             None,
@@ -188,21 +289,41 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             dtype=spec["dtype"],
             random_state=config["random_state"],
             layers=spec.get("layers"),
+            early_exit=exit_spec["layer"] if exit_spec else None,
+            exit_margin=exit_spec["margin"] if exit_spec else 0.5,
         )
         model.encoder_ = encoder or model._make_encoder()
         head_arrays = {k.removeprefix("head."): v for k, v in arrays.items() if k.startswith("head.")}
         model.head_ = head_from_state(config["head"], head_arrays)
+        model.exit_head_, model.exit_threshold_, model.exit_max_tokens_ = None, None, None
+        if exit_spec:
+            model.exit_max_tokens_ = int(exit_spec["max_tokens"])
+            exit_arrays = {
+                k.removeprefix("exit_head."): v for k, v in arrays.items() if k.startswith("exit_head.")
+            }
+            model.exit_head_ = head_from_state(exit_spec["head"], exit_arrays)
+            model.exit_threshold_ = float(exit_spec["threshold"])
         model.classes_ = np.array([0, 1])
         negatives = arrays.get("calibration_negatives")
         model.calibrator_ = ConformalCalibrator(negatives) if negatives is not None else None
-        probe = model.score(list(PROBE_TEXTS))
-        if not np.allclose(probe, arrays["probe_scores"], atol=0.02):
+        probe = model._probe_scores()
+        if probe.shape != arrays["probe_scores"].shape or not np.allclose(
+            probe, arrays["probe_scores"], atol=0.02
+        ):
             raise ClassifierFileError(
                 f"{folder}: the encoder {spec['name_or_path']!r} does not reproduce the saved probe scores "
                 f"({probe.round(3).tolist()} vs {arrays['probe_scores'].round(3).tolist()}); it is not the encoder "
                 "this head was trained on"
             )
         return model
+
+
+def _go_on(early: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    return np.ones(len(early), dtype=bool)
+
+
+def _stop(early: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    return np.zeros(len(early), dtype=bool)
 
 
 def _check_xy(X: Sequence[str], y: Sequence[int] | np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -25,6 +25,10 @@ from classifiers.text import TextClassifier
 
 logger = logging.getLogger(__name__)
 
+EARLY_EXIT_DEFAULT = 1
+"""The text classifier's early exit (``TextClassifier(early_exit=...)``): after MiniLM's first layer, most
+unrelated prompts stop."""
+
 
 @dataclass
 class Profile:
@@ -59,6 +63,7 @@ def fit_classifier(
     *,
     fpr: float = 0.01,
     text_encoder: Any = "minilm",
+    text_early_exit: int | None = EARLY_EXIT_DEFAULT,
     image_encoder: ImageEncoder | None = None,
     seed: int = 0,
     robustness_per_family: int = 200,
@@ -82,7 +87,7 @@ def fit_classifier(
     negatives += [q for p in forget for q in p.image_questions]  # the words alone do not identify anyone
     negatives += decoy_questions(forget, [p.name for p in fit_people], rng)
     logger.info("text head: %d forget prompts, %d others", len(positives), len(negatives))
-    text = TextClassifier(text_encoder, fpr=None, random_state=seed).fit(
+    text = TextClassifier(text_encoder, fpr=None, random_state=seed, early_exit=text_early_exit).fit(
         positives + negatives, [1] * len(positives) + [0] * len(negatives)
     )
     # Every retain and celebrity name is known at fit time: none of them may trigger a (fuzzy, partial) alias.

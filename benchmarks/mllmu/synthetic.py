@@ -54,6 +54,8 @@ def write_synthetic(
         raise ValueError(f"n_profiles must be >= 2 (a forget and a retain profile), got {n_profiles}")
     if not 0 <= n_celebrities <= len(CELEBRITIES):
         raise ValueError(f"n_celebrities must lie in [0, {len(CELEBRITIES)}], got {n_celebrities}")
+    if n_test_images < 0:
+        raise ValueError(f"n_test_images must be >= 0, got {n_test_images}")
     per_modality = (classification_per_modality, generation_per_modality, cloze_per_modality)
     if not all(0 <= k <= len(vocab.SLOTS) for k in per_modality):
         raise ValueError(f"questions per modality must lie in [0, {len(vocab.SLOTS)}], got {per_modality}")
@@ -371,9 +373,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--text-only", action="store_true", help="rows without images")
+    parser.add_argument(
+        "--test-images",
+        type=int,
+        default=3,
+        help="transformed views per person in Test_Set (held-out images)",
+    )
     args = parser.parse_args(argv)
     path = write_synthetic(args.root, args.profiles, args.celebrities, args.seed, image_size=args.image_size,
-                           with_images=not args.text_only)  # fmt: skip
+                           n_test_images=args.test_images, with_images=not args.text_only)  # fmt: skip
     print(f"wrote {path}")
     return 0
 

@@ -24,6 +24,15 @@ QUESTIONS = (
 )
 
 
+VARIANTS = {
+    "6 layers, no early exit": {"early_exit": None},
+    "6 layers, early exit after 1": {"early_exit": 1},
+    "6 layers, early exit after 2": {"early_exit": 2},
+    "encoder cut to 2 layers": {"early_exit": None, "layers": 2},
+}
+"""Combined classifiers measured side by side; early exit keeps the 6-layer decisions (see TextClassifier)."""
+
+
 @functools.cache
 def _names(n: int = 200) -> list[str]:
     """The synthetic benchmark's fictitious names (seeded)."""
@@ -72,11 +81,11 @@ def main() -> None:
     labels = [1] * len(positives) + [0] * len(negatives)
     terms = TermDetector().fit(forget, negatives=names[10:])
     variants = {}  # label -> combined classifier
-    for label, layers in (("default (6 layers)", None), ("encoder cut to 2 layers", 2)):
-        text = TextClassifier("minilm", fpr=None, layers=layers).fit(positives + negatives, labels)
+    for label, options in VARIANTS.items():
+        text = TextClassifier("minilm", fpr=None, **options).fit(positives + negatives, labels)
         variants[label] = MultimodalClassifier(text, terms).calibrate(_prompts(400)[200:])
         text.score(positives[:64])  # warm up
-    default = variants["default (6 layers)"]
+    default = variants["6 layers, no early exit"]
     batch, singles = _prompts(2048), _prompts(200)
     rows = [
         ("MiniLM encoder only", lambda xs: default.text.encoder_.encode(xs)),
@@ -91,6 +100,10 @@ def main() -> None:
         p50 = _p50_ms(fn, singles)
         measured[label] = rate, p50
         print(f"{label:48} {rate:18.0f} {p50:14.2f} {ECO_ROBERTA_MS / p50:12.1f}x")
+    for label, model in variants.items():
+        if model.text.early_exit is not None:
+            share = float(model.text.goes_past_exit(batch).mean())
+            print(f"{label}: {share:.1%} of the batched prompts went past the early exit")
     print(f"\ntext encoder precision 'auto' resolves to {resolve_dtype('auto')} on this CPU")
     for label in variants:
         rate, p50 = measured[f"combined .flag, {label}"]

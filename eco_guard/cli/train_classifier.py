@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep only the text encoder's first N layers (faster; default: all)",
     )
     parser.add_argument(
+        "--text-early-exit",
+        type=int,
+        default=None,
+        help="layer after which clearly unrelated prompts stop (a second head there; decisions stay the full "
+        "encoder's; 0: off; default: classifiers.training.EARLY_EXIT_DEFAULT)",
+    )
+    parser.add_argument(
         "--model",
         default="demo",
         help="the guarded MLLM (folder, hub id or alias) whose vision tower encodes images (default: demo, the "
@@ -136,12 +143,14 @@ def run(args: argparse.Namespace) -> int:
         from classifiers.encoders import SentenceEncoder
 
         text_encoder = SentenceEncoder(args.text_encoder, layers=args.text_layers)
+    early_exit = {} if args.text_early_exit is None else {"text_early_exit": args.text_early_exit or None}
     classifier, report = fit_classifier(
         forget_people,
         retain_people,
         celebrities,
         fpr=args.fpr,
         text_encoder=text_encoder,
+        **early_exit,
         image_encoder=encoder,
         seed=args.seed,
         robustness_per_family=args.robustness_per_family,

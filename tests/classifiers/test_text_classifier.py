@@ -150,3 +150,64 @@ def test_a_prompt_scores_the_same_alone_and_in_any_batch(fitted, people) -> None
     # dynamic quantization moved scores by up to 0.022
     np.testing.assert_allclose(alone, together[:6], atol=5e-3)
     np.testing.assert_allclose(reversed_batch, together, atol=5e-3)
+
+
+def test_staged_encoding_equals_the_plain_encoder(fitted, people) -> None:
+    """Early exit runs the same layers from where a window stopped: with every window going on, the embeddings
+    are the plain encoder's, bit for bit; a window told to stop gets NaN final rows."""
+    encoder = fitted[0].text.encoder_
+    texts = [q for p in people[0][:2] for q in p.text_questions] + [filler(300, np.random.default_rng(1))]
+    plain, owner = encoder.encode(texts)
+    ((_, early, final, went_on, owner_staged),) = encoder.iter_encode_staged(
+        texts, 2, lambda e, n: np.arange(len(e)) % 2 == 0
+    )
+    assert (owner_staged == owner).all() and len(owner) > len(texts)  # the filler spans several windows
+    assert went_on.any() and not went_on.all()
+    np.testing.assert_array_equal(final[went_on], plain[went_on])
+    assert np.isnan(final[~went_on]).all() and not np.isnan(early).any()
+    assert not np.allclose(early, plain, atol=1e-3)  # the early rows come from 2 layers, not 6
+    for bad in (0, 6, 2.5):
+        with pytest.raises(ValueError, match="exit_layer must be an integer"):
+            list(encoder.iter_encode_staged(texts, bad, lambda e, n: np.ones(len(e), dtype=bool)))
+
+
+def test_early_exit_keeps_the_full_encoders_decisions(fitted, people, tmp_path) -> None:
+    """``early_exit=1``: prompts about a forget target never stop early; whatever goes on scores exactly what the
+    full encoder scores; whatever stops scores below 0.5 under the full encoder too (same decision); and most
+    unrelated prompts stop (the speed-up). The cascade reloads from disk with the same scores."""
+    from classifiers.prompts import TEMPLATES, general_prompts
+
+    half = len(TEMPLATES) // 2
+    forget, retain, _ = people
+    pos = [q for p in forget for q in p.text_questions]
+    neg = [q for p in retain[:24] for q in p.text_questions + p.image_questions] + general_prompts(
+        120, templates=slice(0, half)
+    )
+    labels = [1] * len(pos) + [0] * len(neg)
+    encoder = fitted[0].text.encoder_
+    full = TextClassifier(encoder, fpr=0.1).fit(pos + neg, labels)
+    cascade = TextClassifier(encoder, fpr=0.1, early_exit=1).fit(pos + neg, labels)
+    assert 0 < cascade.exit_threshold_ < 0.5
+    held_pos = [q for p in forget for q in p.held_out_text_questions]
+    held_neg = [q for p in retain[24:] for q in p.held_out_text_questions] + general_prompts(
+        80, templates=slice(half, None)
+    )
+    assert cascade.goes_past_exit(held_pos).all()
+    went_on = cascade.goes_past_exit(held_neg)
+    assert (~went_on).mean() >= 0.3, f"only {(~went_on).mean():.0%} of unrelated prompts stopped early"
+    plain, fast = full.score(held_pos + held_neg), cascade.score(held_pos + held_neg)
+    on = np.concatenate([np.ones(len(held_pos), dtype=bool), went_on])
+    # bfloat16 (on CPUs that have it) rounds a little differently for another batch shape: see the batch test
+    np.testing.assert_allclose(fast[on], plain[on], atol=5e-3)
+    assert (fast[~on] < cascade.exit_threshold_).all() and (plain[~on] < 0.5).all()
+    cascade.save_pretrained(tmp_path)
+    loaded = TextClassifier.from_pretrained(tmp_path, encoder=encoder)
+    assert loaded.early_exit == 1 and loaded.exit_threshold_ == cascade.exit_threshold_
+    np.testing.assert_allclose(loaded.score(held_pos + held_neg), fast, atol=1e-6)
+    assert (loaded.predict(held_pos) == cascade.predict(held_pos)).all()
+    meta = tmp_path / "classifier.json"
+    meta.write_text(meta.read_text().replace('"layer": 1', '"layer": 2'))
+    with pytest.raises(ClassifierFileError, match="modified"):
+        TextClassifier.from_pretrained(tmp_path, encoder=encoder)
+    with pytest.raises(ValueError, match="exit_margin"):
+        TextClassifier(encoder, early_exit=1, exit_margin=0).fit(pos + neg, labels)
