@@ -9,7 +9,8 @@ Aliases of a target: its full name, first + last name, first name alone, last na
 of four letters or more may carry one typo (insertion, deletion, substitution or swap of neighbours). A name
 spelled letter by letter (``"J a n e D o e"``) or run together (``"JaneDoe"``) is found too. Aliases that would
 fire on the negatives given to :meth:`TermDetector.fit` (other people's names, general prompts) are dropped, or
-restricted to exact matches when only their typo-tolerant form fires.
+restricted to exact matches when only their typo-tolerant form fires. A first or last name alone is matched
+exactly, without typos, when a common word of the language lies one typo away: "Sime" must not fire on "time".
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ SPECIAL = {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", 
 TITLES = frozenset(["mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "mx"])
 SCORES = {"full": 1.0, "full~": 0.95, "spelled": 0.95, "part": 0.9, "part~": 0.8}
 MIN_FUZZY = 4
+COMMON_WORDS = 50_000
+
+
+@lru_cache(maxsize=4)
+def common_words(language: str = "en", n: int = COMMON_WORDS) -> tuple[str, ...]:
+    """The ``n`` most frequent words of ``language`` (wordfreq's lists, shipped with the package)."""
+    from wordfreq import top_n_list
+
+    return tuple(top_n_list(language, n))
 
 
 @dataclass(frozen=True)
@@ -142,9 +152,12 @@ class TermDetector:
         self,
         names: Mapping[str, str | Sequence[str]] | Sequence[str],
         negatives: Iterable[str] = (),
+        vocabulary: Iterable[str] | None = None,
     ) -> TermDetector:
         """``names``: identity -> name (or list of names and aliases), or a list of names (each its own identity).
-        ``negatives``: texts that must not match (other people's names, prompts about others, general prompts)."""
+        ``negatives``: texts that must not match (other people's names, prompts about others, general prompts).
+        ``vocabulary``: the language's words (default :func:`common_words`); a name's word alone loses its typo
+        tolerance where one of them is a typo away."""
         if isinstance(names, str):
             raise TypeError("names must be a list or a mapping, not a single string")
         if not isinstance(names, Mapping):
@@ -158,6 +171,7 @@ class TermDetector:
                 raise ValueError(f"identity {identity!r} needs at least one non-empty name")
             self.aliases_ += self._aliases(str(identity), given)
         self._index()
+        self._exact_near_words(common_words() if vocabulary is None else vocabulary)
         self._prune(negatives)
         return self
 
@@ -192,6 +206,26 @@ class TermDetector:
         self._compact = [
             (a, "".join(a.words)) for a in self.aliases_ if a.full and len("".join(a.words)) >= 7
         ]
+
+    def _exact_near_words(self, vocabulary: Iterable[str]) -> None:
+        """Partial aliases with a vocabulary word one typo away match exactly only (unseen phrasing would
+        otherwise trigger them: the pruning below only sees the negatives it is given)."""
+        partial = {a.words[0] for a in self.aliases_ if not a.full and a.fuzzy}
+        if not partial or not self.typos:
+            return
+        near = set()
+        for word in vocabulary:
+            folded = fold(word)
+            if folded and " " not in folded:
+                near.update(t for t, d in self._candidates(folded).items() if d == 1 and t in partial)
+        restricted = [a for a in self.aliases_ if not a.full and a.words[0] in near]
+        for alias in restricted:
+            alias.fuzzy = False
+        if restricted:
+            logger.info(
+                "vocabulary: %d partial aliases made exact-only (a common word is one typo away)",
+                len(restricted),
+            )
 
     def _prune(self, negatives: Iterable[str]) -> None:
         dropped, exact_only = set(), set()
