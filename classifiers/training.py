@@ -25,6 +25,8 @@ from classifiers.text import TextClassifier
 
 logger = logging.getLogger(__name__)
 
+CALIBRATION_DECOYS = 4
+"""Decoys per forget question (training and held-out phrasings) among the calibration negatives."""
 EARLY_EXIT_DEFAULT = 1
 """The text classifier's early exit (``TextClassifier(early_exit=...)``): after MiniLM's first layer, most
 unrelated prompts stop."""
@@ -106,6 +108,16 @@ def fit_classifier(
     calibration = calibration_negatives(
         cal_people, general["calibrate"], rng, fpr=fpr, with_images=image is not None
     )
+    # The hardest negatives: forget questions about made-up people whose names splice the forget names with the
+    # calibration people's. A retain person whose name happens to look like a forget name has all their
+    # questions near the text head's boundary at once; with these in calibration the head stays quiet for them.
+    unseen = [Profile(p.identity, p.name, p.held_out_text_questions + p.text_questions) for p in forget]
+    decoys = [
+        d
+        for _ in range(CALIBRATION_DECOYS)
+        for d in decoy_questions(unseen, [p.name for p in cal_people], rng)
+    ]
+    calibration += decoys
     classifier.calibrate(calibration)
 
     report = {
@@ -117,6 +129,7 @@ def fit_classifier(
             "test_people": len(groups["retain"][2]) + len(groups["celebrity"][2]),
             "text_head_prompts": len(positives) + len(negatives),
             "calibration_requests": len(calibration),
+            "calibration_decoys": len(decoys),
         },
         "calibration": classifier.describe(),
         "aliases": len(terms.aliases_),
