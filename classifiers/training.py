@@ -196,7 +196,8 @@ def calibration_negatives(
 ) -> list[Any]:
     """Negative requests drawn like the traffic: the calibration people's questions and paraphrases, general
     prompts, then (until ``margin`` times the count needed to flag anything at ``fpr``) the same questions under
-    the attack families' wrappings; image requests are their "this person" questions with their portraits, then
+    the attack families' wrappings; image requests are their "this person" questions (both phrasings, as for
+    text) with their portraits, then
     transformed views of them, as many as that count asks. Few people with many views still calibrate the rate
     *for those people's kind of images*; the report counts both."""
     pool = [(p, q) for p in people for q in p.text_questions + p.held_out_text_questions]
@@ -220,7 +221,8 @@ def calibration_negatives(
         person, round_ = pictured[k % len(pictured)], k // len(pictured)
         views = [person.image, *person.held_out_images]  # the portrait itself, then its transformed copies
         view = views[round_] if round_ < len(views) else transform(person.image, rng)
-        images.append({"text": _pick(person.image_questions, rng), "image": view})
+        questions = person.image_questions + person.held_out_image_questions  # both phrasings, as for text
+        images.append({"text": _pick(questions, rng), "image": view})
     return text + images
 
 
