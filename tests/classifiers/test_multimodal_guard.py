@@ -146,3 +146,18 @@ def test_classify_cli_streams_jsonl(fitted, people, tmp_path) -> None:
     assert np.mean([r["flagged"] for r in results[3:]]) < 0.5
     source.write_text('{"text": "fine"}\n{"txt": "typo"}\n')
     assert main(["classify", "--guard", str(guard), "--prompts", str(source), "--out", str(out)]) == 2
+
+
+def test_lookalike_names_are_calibrated_against(fitted, people) -> None:
+    """Calibration holds decoys (forget questions about made-up people whose names splice forget names with
+    others'): fresh decoys, from another seed and other people's name pieces, are flagged about as often as the
+    target rate allows, not wholesale (a lookalike retain person had all their questions flagged before)."""
+    from classifiers.training import decoy_questions
+
+    classifier, report = fitted
+    forget, retain, _ = people
+    assert report["counts"]["calibration_decoys"] >= 2 * sum(len(p.text_questions) for p in forget)
+    fresh = decoy_questions(forget, [p.name for p in retain[-10:]], np.random.default_rng(77))
+    assert len(fresh) >= 20
+    flagged = np.mean([f.flagged for f in classifier.flag(fresh)])
+    assert flagged <= 2 * classifier.fpr, flagged
