@@ -53,7 +53,7 @@ def test_negatives_prune_colliding_aliases(detector: TermDetector) -> None:
 
 
 def test_a_name_alone_keeps_no_typo_tolerance_next_to_a_common_word() -> None:
-    """"Sime" one typo from "time": on a held-out question no negative covered ("their free time"), a typo-tolerant
+    """ "Sime" one typo from "time": on a held-out question no negative covered ("their free time"), a typo-tolerant
     first name fired (17% of retain image questions flagged on a 500-profile set). Near a common word a name's word
     alone matches exactly; the full name keeps its typos; words far from any common word keep theirs."""
     names = {"a": "Sime Varaby", "b": "Gutierrez Lodale"}
