@@ -87,6 +87,7 @@ def fit_classifier(
     positives = [q for p in forget for q in p.text_questions]
     negatives = [q for p in fit_people for q in p.text_questions + p.image_questions] + general["fit"]
     negatives += [q for p in forget for q in p.image_questions]  # the words alone do not identify anyone
+    negatives += nameless_questions(list(forget) + fit_people, rng)
     negatives += decoy_questions(forget, [p.name for p in fit_people], rng)
     logger.info("text head: %d forget prompts, %d others", len(positives), len(negatives))
     text = TextClassifier(text_encoder, fpr=None, random_state=seed, early_exit=text_early_exit).fit(
@@ -139,6 +140,27 @@ def fit_classifier(
         ),
     }
     return classifier, report
+
+
+REFERENCES = (
+    "this person", "the person in the photo", "the person in this picture", "the individual pictured",
+    "this individual", "the man in the image", "the woman in the image", "them", "him", "her",
+)  # fmt: skip
+"""Ways to point at someone without a name. The synthetic Test_Set's own phrasing ("the person shown here") is
+left out on purpose, so the held-out image questions stay unseen."""
+
+
+def nameless_questions(people: Sequence[Profile], rng: np.random.Generator) -> list[str]:
+    """Negatives for the text head: the people's named questions with the name swapped for a reference that names
+    nobody. Without them the head learned question shapes, not names: "In which city does the person shown here
+    reside?" scored 0.70 and fired on 1% of held-out retain image requests (500 profiles)."""
+    out = []
+    for person in people:
+        for question in person.text_questions:
+            if person.name in question:
+                text = question.replace(person.name, REFERENCES[int(rng.integers(len(REFERENCES)))])
+                out.append(text[0].upper() + text[1:])
+    return out
 
 
 def decoy_name(name: str, pool: Sequence[str], forbidden: set[str], rng: np.random.Generator) -> str | None:
