@@ -211,3 +211,21 @@ def test_early_exit_keeps_the_full_encoders_decisions(fitted, people, tmp_path) 
         TextClassifier.from_pretrained(tmp_path, encoder=encoder)
     with pytest.raises(ValueError, match="exit_margin"):
         TextClassifier(encoder, early_exit=1, exit_margin=0).fit(pos + neg, labels)
+
+
+def test_questions_that_name_nobody_stay_below_the_head_boundary(fitted, people) -> None:
+    """The head is fitted on named questions with the name swapped for "this person", "her", ...: a phrasing it
+    never saw ("the person shown here", the synthetic Test_Set's) must not make a nameless question look like a
+    forget target, while the same question naming the target still does."""
+    from classifiers.training import REFERENCES, nameless_questions
+
+    text = fitted[0].text
+    forget = people[0]
+    assert all("person shown here" not in r for r in REFERENCES)
+    swapped = nameless_questions(forget, np.random.default_rng(0))
+    assert swapped and not any(p.name in q for p in forget for q in swapped)
+    assert all(q[0].isupper() for q in swapped)
+    named = [q for p in forget for q in p.held_out_text_questions if p.name in q]
+    unseen = [q.replace(p.name, "the person shown here") for p in forget for q in p.held_out_text_questions]
+    assert (text.score(unseen) < 0.5).mean() >= 0.95
+    assert (text.score(named) >= 0.5).mean() >= 0.9
