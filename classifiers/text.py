@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +91,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         if self.early_exit is not None:
             if not 0 < self.exit_margin <= 1:
                 raise ValueError(f"exit_margin must lie in (0, 1], got {self.exit_margin!r}")
-            parts = list(self.encoder_.iter_encode_staged(texts, self.early_exit, _go_on))
-            early = np.concatenate([p[1] for p in parts])
-            embeds = np.concatenate([p[2] for p in parts])
-            owner = np.concatenate([p[4] + p[0] for p in parts])
+            early, embeds, owner = self._every_stage(texts)
         else:
             embeds, owner = self.encoder_.encode(texts)
         train_rows = ~held_out[owner]
@@ -103,14 +100,16 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.exit_head_, self.exit_threshold_, self.exit_max_tokens_ = None, None, None
         if self.early_exit is not None:
             self._fit_exit(early[train_rows], labels[owner][train_rows], owner[train_rows])
-            lengths = self.encoder_.window_lengths(texts)
+            lengths = self.encoder_.window_lengths(
+                texts
+            )  # tokenized once more at fit time, never when scoring
             self.exit_max_tokens_ = int(lengths[train_rows & (labels[owner] == 1)].max())
         self.calibrator_ = None
         if held_out.any():
             proba = self._window_proba(embeds[~train_rows])
             if self.exit_head_ is not None:
                 early_proba = self._proba(self.exit_head_, early[~train_rows])
-                stop = ~self._keep(early_proba, self.encoder_.window_lengths(texts)[~train_rows])
+                stop = ~self._keep(early_proba, lengths[~train_rows])
                 proba = np.where(stop, early_proba, proba)
             index = np.cumsum(held_out) - 1
             self.calibrator_ = ConformalCalibrator(
@@ -159,14 +158,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         out = []
         if getattr(self, "exit_head_", None) is not None:
-
-            def keep(early: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-                return self._keep(self._proba(self.exit_head_, early), lengths)
-
-            for _, early, final, went_on, owner in self.encoder_.iter_encode_staged(X, self.early_exit, keep):
-                proba = self._proba(self.exit_head_, early)
-                if went_on.any():
-                    proba[went_on] = self._window_proba(final[went_on])
+            for proba, _, owner in self._cascade(X):
                 out.append(max_by_owner(proba, owner, int(owner.max()) + 1))
             return np.concatenate(out)
         for _, embeds, owner in self.encoder_.iter_encode(X):
@@ -174,16 +166,35 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return np.concatenate(out)
 
     def goes_past_exit(self, X: Sequence[str]) -> np.ndarray:
-        """Per prompt: whether any of its windows runs every layer (all do without early exit)."""
+        """Per prompt: whether any of its windows runs every layer (all do without early exit); decided, and
+        computed, exactly as :meth:`score` does."""
         self._check_fitted()
         if getattr(self, "exit_head_", None) is None:
             return np.ones(len(X), dtype=bool)
-        out, lengths, start = [], self.encoder_.window_lengths(X), 0
-        for _, early, _, _, owner in self.encoder_.iter_encode_staged(X, self.early_exit, _stop):
-            went_on = self._keep(self._proba(self.exit_head_, early), lengths[start : start + len(owner)])
-            start += len(owner)
-            out.append(max_by_owner(went_on.astype(float), owner, int(owner.max()) + 1) > 0)
+        out = [
+            max_by_owner(went_on.astype(float), owner, int(owner.max()) + 1) > 0
+            for _, went_on, owner in self._cascade(X)
+        ]
         return np.concatenate(out)
+
+    def _cascade(self, X: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """With early exit, chunk by chunk: ``(window scores, went past the exit, owner)``."""
+
+        def keep(early: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+            return self._keep(self._proba(self.exit_head_, early), lengths)
+
+        for _, early, final, went_on, owner in self.encoder_.iter_encode_staged(X, self.early_exit, keep):
+            proba = self._proba(self.exit_head_, early)
+            if went_on.any():
+                proba[went_on] = self._window_proba(final[went_on])
+            yield proba, went_on, owner
+
+    def _every_stage(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(early, final, owner)`` of every window, all of them run through every layer."""
+        parts = list(self.encoder_.iter_encode_staged(texts, self.early_exit, _go_on))
+        early = np.concatenate([p[1] for p in parts])
+        final = np.concatenate([p[2] for p in parts])
+        return early, final, np.concatenate([p[4] + p[0] for p in parts])
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         p = self.score(X)
@@ -228,9 +239,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         texts = list(PROBE_TEXTS)
         if getattr(self, "exit_head_", None) is None:
             return self.score(texts)
-        parts = list(self.encoder_.iter_encode_staged(texts, self.early_exit, _go_on))
-        early = np.concatenate([p[1] for p in parts])
-        final = np.concatenate([p[2] for p in parts])
+        early, final, _ = self._every_stage(texts)
         return np.concatenate([self._window_proba(final), self._proba(self.exit_head_, early)])
 
     def _check_fitted(self) -> None:
@@ -320,10 +329,6 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
 
 def _go_on(early: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.ones(len(early), dtype=bool)
-
-
-def _stop(early: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    return np.zeros(len(early), dtype=bool)
 
 
 def _check_xy(X: Sequence[str], y: Sequence[int] | np.ndarray) -> tuple[list[str], np.ndarray]:
