@@ -37,19 +37,31 @@ class ImageEncoder(Protocol):
     def encode(self, images: Sequence[Any]) -> np.ndarray: ...
 
 
+LAYERS = (0, -2, -1)
+"""Hidden states read by default: the patch embeddings, the penultimate layer (what LLaVA feeds its language
+model) and the last. The last layer alone was trained to tell the MLLM's own few people apart and drops what marks
+new ones: on 500 synthetic profiles (the demo tower, learned embedding, 3 seeds) it missed 2.7-11.3% of transformed
+forget photos, all of the demo tower's three 1.0-5.3%."""
+THUMBNAIL = 12
+"""Side of the raw-pixel thumbnail appended to the tower's features (0: none). Colour and layout survive crops,
+flips and JPEG better than a small tower's four patch tokens: with it, the same check missed 0.7-1.0% (3 seeds)."""
+
+
 class VisionTowerEncoder:
     """A Hugging Face vision model (e.g. ``llava.model.vision_tower``) + its image processor. The patch tokens of the
     chosen hidden layers (CLS dropped, as LLaVA's ``default`` feature strategy does) are pooled: ``"mean"`` over all
-    patches, or ``"grid"``: averaged into a ``grid`` x ``grid`` map and flattened (keeps where things are)."""
+    patches, or ``"grid"``: averaged into a ``grid`` x ``grid`` map and flattened (keeps where things are). With
+    ``thumbnail`` > 0, the image itself shrunk to ``thumbnail`` x ``thumbnail`` RGB pixels in [0, 1] is appended."""
 
     def __init__(
         self,
         tower: Any,
         image_processor: Any,
         *,
-        layers: Sequence[int] = (-1,),
+        layers: Sequence[int] = LAYERS,
         pooling: str = "grid",
         grid: int = 4,
+        thumbnail: int = THUMBNAIL,
         batch_size: int = 32,
     ) -> None:
         if pooling not in ("mean", "grid"):
@@ -58,6 +70,9 @@ class VisionTowerEncoder:
         self.image_processor = getattr(image_processor, "image_processor", image_processor)
         self.layers = tuple(int(x) for x in layers)
         self.pooling, self.grid = pooling, int(grid)
+        if int(thumbnail) < 0:
+            raise ValueError(f"thumbnail must be >= 0 (0: none), got {thumbnail!r}")
+        self.thumbnail = int(thumbnail)
         self.batch_size = batch_size
 
     @classmethod
@@ -80,8 +95,17 @@ class VisionTowerEncoder:
                 dtype = next(self.tower.parameters()).dtype
                 hidden = self.tower(pixel_values=pixels.to(dtype), output_hidden_states=True).hidden_states
                 pooled = [self._pool(hidden[k][:, 1:].float()) for k in self.layers]
+                if self.thumbnail:
+                    pooled.append(self._thumbnails(chunk))
                 out.append(torch.cat(pooled, dim=-1).numpy())
         return np.concatenate(out)
+
+    def _thumbnails(self, images: Sequence[Any]) -> Any:
+        import torch
+
+        side = (self.thumbnail, self.thumbnail)
+        pixels = [np.asarray(img.resize(side), dtype=np.float32).reshape(-1) / 255.0 for img in images]
+        return torch.from_numpy(np.stack(pixels))
 
     def _pool(self, patches: Any) -> Any:
         import torch
@@ -104,6 +128,7 @@ class VisionTowerEncoder:
             "layers": list(self.layers),
             "pooling": self.pooling,
             "grid": self.grid,
+            "thumbnail": self.thumbnail,
             "batch_size": self.batch_size,
         }
 
@@ -119,6 +144,7 @@ class VisionTowerEncoder:
             layers=spec["layers"],
             pooling=spec["pooling"],
             grid=spec["grid"],
+            thumbnail=spec.get("thumbnail", 0),  # files from before thumbnails existed
             batch_size=spec["batch_size"],
         )
 

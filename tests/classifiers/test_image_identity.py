@@ -119,3 +119,33 @@ def test_learned_embedding_separates_transformed_photos_better_than_lda(tower_en
     assert few.metric_ == "lda" and few.mlp_ is None  # 20 others: too few for a learned embedding
     with pytest.raises(ValueError, match="metric must be one of"):
         ImageIdentityClassifier(tower_encoder, fpr=None, metric="cosine").fit(images[:2], ["p0", None])
+
+
+def test_tower_features_are_its_layers_plus_a_pixel_thumbnail(tower_encoder, tmp_path) -> None:
+    """The default encoder reads the patch embeddings, the penultimate and the last layer, and appends the image
+    shrunk to a thumbnail; a saved spec keeps the thumbnail, and a spec written before it existed loads without."""
+    from classifiers.image import THUMBNAIL, VisionTowerEncoder
+
+    images = [portrait(i, size=96) for i in (0, 1)]
+    features = tower_encoder.encode(images)
+    side = tower_encoder.thumbnail
+    assert side == THUMBNAIL > 0 and tower_encoder.layers == (0, -2, -1)
+    pixels = np.asarray(images[1].convert("RGB").resize((side, side)), dtype=np.float32).reshape(-1) / 255.0
+    np.testing.assert_allclose(features[1, -side * side * 3 :], pixels, atol=1e-6)
+    plain = VisionTowerEncoder(tower_encoder.tower, tower_encoder.image_processor, thumbnail=0)
+    np.testing.assert_allclose(plain.encode(images), features[:, : -side * side * 3], atol=1e-5)
+    last = VisionTowerEncoder(tower_encoder.tower, tower_encoder.image_processor, layers=(-1,), thumbnail=0)
+    np.testing.assert_allclose(
+        last.encode(images),
+        features[:, -last.encode(images).shape[1] - side * side * 3 : -side * side * 3],
+        atol=1e-5,
+    )
+
+    spec = tower_encoder.save(tmp_path)
+    assert VisionTowerEncoder.load(tmp_path, spec).thumbnail == side
+    old = {k: v for k, v in spec.items() if k != "thumbnail"}
+    np.testing.assert_allclose(
+        VisionTowerEncoder.load(tmp_path, old).encode(images), plain.encode(images), atol=1e-5
+    )
+    with pytest.raises(ValueError, match="thumbnail must be >= 0"):
+        VisionTowerEncoder(tower_encoder.tower, tower_encoder.image_processor, thumbnail=-1)
