@@ -199,8 +199,9 @@ class ImageIdentityClassifier(BaseEstimator):
 
     ``metric`` (see ``METRICS``; the one used is ``metric_``): by default ``auto``, which with enough other people
     trains an embedding at fit time to tell every known person apart across random transforms. On synthetic MLLMU
-    (the demo tower, ``classifiers.training``) it misses 4.7% of the forget set's Test_Set-style images on 500
-    profiles (FPR 1.4%) and 10.0% (3 of 30) on 200 (FPR 0%), where ``lda`` missed 26.7% on 200.
+    (the demo tower read as ``VisionTowerEncoder``'s defaults, ``classifiers.training``) it misses 1.3% of the forget
+    set's Test_Set-style images on 500 profiles (FPR 0.4%) and 3.3% (1 of 30) on 200 (FPR 2.1%, 3 of 141), where
+    ``lda`` on the last layer alone missed 26.7% on 200.
 
     ``query_views`` (1 to 4): a scored image is embedded as the mean of that many fixed views of it (itself,
     mirrored, a 88% centre crop, that crop mirrored), to steady the embedding of a cropped or recoloured photo. Every
