@@ -100,9 +100,8 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.exit_head_, self.exit_threshold_, self.exit_max_tokens_ = None, None, None
         if self.early_exit is not None:
             self._fit_exit(early[train_rows], labels[owner][train_rows], owner[train_rows])
-            lengths = self.encoder_.window_lengths(
-                texts
-            )  # tokenized once more at fit time, never when scoring
+            # window lengths tokenize once more; at fit time only, never when scoring
+            lengths = self.encoder_.window_lengths(texts)
             self.exit_max_tokens_ = int(lengths[train_rows & (labels[owner] == 1)].max())
         self.calibrator_ = None
         if held_out.any():

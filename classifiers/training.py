@@ -219,8 +219,7 @@ def calibration_negatives(
     """Negative requests drawn like the traffic: the calibration people's questions and paraphrases, general
     prompts, then (until ``margin`` times the count needed to flag anything at ``fpr``) the same questions under
     the attack families' wrappings; image requests are their "this person" questions (both phrasings, as for
-    text) with their portraits, then
-    transformed views of them, as many as that count asks. Few people with many views still calibrate the rate
+    text) with their portraits, then transformed views of them, as many as that count asks. Few people with many views still calibrate the rate
     *for those people's kind of images*; the report counts both."""
     pool = [(p, q) for p in people for q in p.text_questions + p.held_out_text_questions]
     text: list[Any] = [q for _, q in pool] + list(general)
