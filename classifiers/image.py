@@ -6,9 +6,11 @@ patch tokens pooled), projected by a metric fitted on the training images, and s
 similarity to any reference of any forget identity. References are each forget image plus transformed copies
 (test-time augmentation), so crops, rotations, colour jitter, flips, resizing and JPEG still land near them.
 
-The metric: ``"lda"`` (default) is linear discriminant analysis over identities, each seen through transformed
+The metric (``METRICS``): ``"mlp"`` learns an embedding that tells every known person apart across random
+transforms; ``"lda"`` is shrinkage linear discriminant analysis over identities, each seen through transformed
 copies: it keeps the directions that tell people apart and drops those that transforms move (a frozen, even
-randomly initialized, tower mixes both). ``"standardize"`` only centres and scales the features.
+randomly initialized, tower mixes both), solved in the span of the data (:mod:`classifiers.discriminant`), so a
+wide tower costs no p x p matrix. ``"standardize"`` only centres and scales the features.
 """
 
 from __future__ import annotations
@@ -279,21 +281,19 @@ class ImageIdentityClassifier(BaseEstimator):
         groups = np.concatenate(
             [np.array([f"forget:{i}" for i in ref_ids]), np.repeat([f"other:{k}" for k in base], copies + 1)]
         )
-        self.projection_ = np.diag(1.0 / scale).astype(np.float32)
+        self.projection_ = (1.0 / scale).astype(np.float32)  # per-feature scale; a matrix for lda
         self.mlp_ = None
         if self.metric_ == "lda":
-            from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+            from classifiers.discriminant import shrinkage_lda
 
-            lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(
-                (features - self.mean_) / scale, groups
-            )
-            self.projection_ = (lda.scalings_[:, : lda._max_components] / scale[:, None]).astype(np.float32)
+            directions = shrinkage_lda((features - self.mean_) / scale, groups)
+            self.projection_ = (directions / scale[:, None]).astype(np.float32)
         elif self.metric_ == "mlp":
             from classifiers.invariant import fit_invariant_mlp
 
             labels = np.unique(groups, return_inverse=True)[1]
             self.mlp_ = fit_invariant_mlp(
-                (features - self.mean_) @ self.projection_, labels, seed=self.random_state
+                (features - self.mean_) * self.projection_, labels, seed=self.random_state
             )
         self.references_ = self._normalize(raw_refs)
         self.identities_ = np.array(forget)
@@ -346,7 +346,9 @@ class ImageIdentityClassifier(BaseEstimator):
         return raw
 
     def _normalize(self, raw: np.ndarray) -> np.ndarray:
-        z = (raw - self.mean_) @ self.projection_
+        centred = raw - self.mean_
+        # a vector scales each feature (standardize, mlp); a matrix projects (lda; older files store a diagonal)
+        z = centred * self.projection_ if self.projection_.ndim == 1 else centred @ self.projection_
         if self.mlp_ is not None:
             from classifiers.invariant import apply_mlp
 
