@@ -11,7 +11,8 @@ The same answer lives in the span of the data. The within-class covariance is sh
 scatter ``B`` lies in the span of the class-centred rows and the class means, and ``C`` maps that span onto
 itself, so every solution of ``B v = l C v`` with ``l > 0`` lies in it: solving in an orthonormal basis ``Q`` of
 the span (rank r <= n + classes) and mapping back gives exactly the full-space discriminants, normalized as
-``V^T C V = I``. ``a`` comes from the n x n Gram matrix. Cost: O(n^2 p).
+``V^T C V = I``. ``a`` comes from the n x n Gram matrix. Cost: O(n^2 p); with more rows than features the span
+is the whole space and the p x p problem is solved directly (O(n p^2 + p^3)).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import numpy as np
 
 
 def ledoit_wolf_shrinkage(centred: np.ndarray) -> float:
-    """Ledoit-Wolf's shrinkage of the empirical covariance of ``centred`` rows toward ``mu I``, from the Gram
-    matrix (the same estimate as ``sklearn.covariance.ledoit_wolf_shrinkage``, without a p x p matrix)."""
+    """Ledoit-Wolf's shrinkage of the empirical covariance of ``centred`` rows toward ``mu I``, from the n x n Gram
+    matrix or the p x p scatter, whichever is smaller (the same estimate as
+    ``sklearn.covariance.ledoit_wolf_shrinkage``)."""
     n, p = centred.shape
-    gram = centred @ centred.T
-    sq_norms = np.diag(gram)
+    sq_norms = (centred**2).sum(1)
+    gram = centred @ centred.T if n <= p else centred.T @ centred  # the smaller one: same squared norm
     mu = sq_norms.sum() / (n * p)
     frob = float((gram**2).sum()) / n**2  # ||S||_F^2
     beta = (float((sq_norms**2).sum()) / n - frob) / (p * n)
@@ -55,8 +57,11 @@ def shrinkage_lda(features: np.ndarray, groups: np.ndarray) -> np.ndarray:
     mu = float((within**2).sum()) / (n * p)
     priors = counts / n
     spread = (means - priors @ means) * np.sqrt(priors)[:, None]  # B = spread^T spread
-    u, s, vt = np.linalg.svd(np.concatenate([within, spread]), full_matrices=False)
-    basis = vt[s > s[0] * max(n, p) * np.finfo(np.float64).eps].T  # Q: [p, r]
+    if n + len(classes) < p:
+        _, sv, vt = np.linalg.svd(np.concatenate([within, spread]), full_matrices=False)
+        basis = vt[sv > sv[0] * max(n, p) * np.finfo(np.float64).eps].T  # Q: [p, r]
+    else:
+        basis = np.eye(p)  # as many rows as features: the span is the whole space
     w, b = within @ basis, spread @ basis
     covariance = (1 - shrink) * (w.T @ w) / n + shrink * mu * np.eye(basis.shape[1])
     # B v = l C v through C's Cholesky factor: the symmetric problem L^-1 B L^-T u = l u, v = L^-T u.
