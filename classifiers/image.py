@@ -190,8 +190,8 @@ MLP_MIN_OTHERS = 150
 """A learned embedding needs many people to generalize. ``train-classifier`` on synthetic MLLMU, the demo tower:
 with ~250 others (500 profiles) it missed 0.3-1.0% of transformed forget photos where LDA missed 6.3% (stand-alone,
 same views); with 99 others (200 profiles) it flagged 3.2% of held-out people's photos where LDA flagged 1.2%, both
-missing 0.8% (seed 0; seed 1: both 2.5% / 0.0%); with ~9 (the demo's 20 profiles) it flagged 16% of retain photos
-and LDA none. 150 lies between the measured points."""
+missing 0.8% (seed 0; seed 1: both 2.5% / 0.0%); with the demo's 20 profiles (11 others) it flagged 16% of retain
+photos (an earlier measurement) and LDA none. 150 lies between the measured points."""
 
 
 class ImageIdentityClassifier(BaseEstimator):
