@@ -57,17 +57,19 @@ def shrinkage_lda(features: np.ndarray, groups: np.ndarray) -> np.ndarray:
     mu = float((within**2).sum()) / (n * p)
     priors = counts / n
     spread = (means - priors @ means) * np.sqrt(priors)[:, None]  # B = spread^T spread
+    basis = None  # as many rows as features: the span is the whole space, solved as it is
+    w, b = within, spread
     if n + len(classes) < p:
         _, sv, vt = np.linalg.svd(np.concatenate([within, spread]), full_matrices=False)
         basis = vt[sv > sv[0] * max(n, p) * np.finfo(np.float64).eps].T  # Q: [p, r]
-    else:
-        basis = np.eye(p)  # as many rows as features: the span is the whole space
-    w, b = within @ basis, spread @ basis
-    covariance = (1 - shrink) * (w.T @ w) / n + shrink * mu * np.eye(basis.shape[1])
+        w, b = within @ basis, spread @ basis
+    covariance = (1 - shrink) * (w.T @ w) / n + shrink * mu * np.eye(w.shape[1])
     # B v = l C v through C's Cholesky factor: the symmetric problem L^-1 B L^-T u = l u, v = L^-T u.
     chol = np.linalg.cholesky(covariance)
     half = np.linalg.solve(chol, b.T)  # L^-1 spread^T
     values, vectors = np.linalg.eigh(half @ half.T)
     order = np.argsort(values)[::-1][: len(classes) - 1]
     directions = np.linalg.solve(chol.T, vectors[:, order])
-    return (basis @ directions / unit[:, None]).astype(np.float32)
+    if basis is not None:
+        directions = basis @ directions
+    return (directions / unit[:, None]).astype(np.float32)

@@ -288,8 +288,8 @@ class ImageIdentityClassifier(BaseEstimator):
         if self.metric_ == "lda":
             from classifiers.discriminant import shrinkage_lda
 
-            directions = shrinkage_lda((features - self.mean_) / scale, groups)
-            self.projection_ = (directions / scale[:, None]).astype(np.float32)
+            # scale-free: shrinkage_lda puts every feature on its own within-class spread first
+            self.projection_ = shrinkage_lda(features, groups)
         elif self.metric_ == "mlp":
             from classifiers.invariant import fit_invariant_mlp
 

@@ -107,9 +107,8 @@ def test_learned_embedding_separates_transformed_photos_better_than_lda(
         pos, neg = models[metric].score(queries), models[metric].score(strangers)
         auc[metric] = float((pos[:, None] > neg[None, :]).mean())
     assert auc["mlp"] >= 0.9 and auc["mlp"] > auc["lda"], auc
-    monkeypatch.setattr(
-        image_module, "MLP_MIN_OTHERS", 50
-    )  # the default asks for more people than this fixture
+    # the default asks for more people than this fixture has
+    monkeypatch.setattr(image_module, "MLP_MIN_OTHERS", 50)
     state = torch.random.get_rng_state()
     again = ImageIdentityClassifier(tower_encoder, fpr=None, n_augment=8).fit(images, labels)
     assert torch.equal(torch.random.get_rng_state(), state)
