@@ -10,6 +10,14 @@ The text detector never fires below probability ``text_floor`` (default 0.5, the
 calibration negatives score near 0, their 1% quantile is a tiny number that any shift in prompt format (few-shot
 turns, option lists) crosses. Requiring both conditions can only lower the false-positive rate.
 
+The head alone (no forget name found in the text) gets ``text_head_share`` of the text detector's rate: its p-value
+is divided by the share. A name match outranks every probability, so it needs none of the rate unless calibration
+negatives match names too; the head, a linear read of a sentence embedding, is where text false alarms come from.
+On 500 synthetic profiles the span detector found the name in every held-out and attacked forget prompt, while the
+head caused every text false alarm (0.8-1.6% of held-out people's questions at the full rate); at a quarter of the
+rate it stays a backstop for an obfuscation the span detector would miss. Dividing a p-value by a share <= 1 only
+makes it larger, so the guarantee below holds as it is.
+
 Guarantee (see :mod:`classifiers.calibration`): if the calibration negatives of a modality and a future negative
 request of that modality are exchangeable, the request is flagged with probability at most ``fpr``. Since the
 score is ``1 -`` a valid p-value, ``GuardConfig.threshold = 1 - a`` later picks any other rate ``a`` without
@@ -37,6 +45,8 @@ from eco_guard.requests import Flag, PromptLike, Request, to_request
 logger = logging.getLogger(__name__)
 
 MODALITIES = ("text", "image")
+TEXT_HEAD_SHARE = 0.25
+"""The share of the text detector's false-positive rate the head gets when no forget name is found (see above)."""
 
 
 class MultimodalClassifier:
@@ -52,10 +62,14 @@ class MultimodalClassifier:
         fpr: float = 0.01,
         batch_size: int = 256,
         text_floor: float = 0.5,
+        text_head_share: float = TEXT_HEAD_SHARE,
     ) -> None:
         if not 0 < fpr < 1:
             raise ValueError(f"fpr must lie in (0, 1), got {fpr!r}")
+        if not 0 < text_head_share <= 1:
+            raise ValueError(f"text_head_share must lie in (0, 1], got {text_head_share!r}")
         self.text_floor = float(text_floor)
+        self.text_head_share = float(text_head_share)
         self.text, self.terms, self.image = text, terms, image
         self.fpr = fpr
         self.batch_size = batch_size
@@ -141,12 +155,18 @@ class MultimodalClassifier:
                     f"no calibration for {m} requests; calibrate on negatives of that modality too"
                 )
             p = {d: float(c.p_values([raw[d][i]])[0]) for d, c in self.calibrators_[m].items()}
-            if "text" in p and raw["text"][i] < self.text_floor:
-                p["text"] = 1.0
+            if "text" in p:
+                p["text"] = self._text_p(raw["text"][i], p["text"])
             best = min(p, key=p.get)
             out[i] = 1.0 - min(1.0, len(p) * p[best])
             sources.append(best)
         return out, sources, terms
+
+    def _text_p(self, raw: float, p: float) -> float:
+        """The text detector's p-value after the floor and the head's share (raw <= 1: no name was found)."""
+        if raw < self.text_floor:
+            return 1.0
+        return p if raw > 1.0 else min(1.0, p / self.text_head_share)
 
     def flag(self, requests: Sequence[Request]) -> list[Flag]:
         """One Flag per request: flagged at the calibrated rate, score, which detector fired, name terms."""
@@ -192,6 +212,7 @@ class MultimodalClassifier:
             "fpr": self.fpr,
             "batch_size": self.batch_size,
             "text_floor": self.text_floor,
+            "text_head_share": self.text_head_share,
             "terms": self.terms is not None,
             "image": self.image is not None,
             "calibrated": {m: sorted(cs) for m, cs in self.calibrators_.items()},
@@ -212,8 +233,10 @@ class MultimodalClassifier:
             if config["image"]
             else None
         )
+        # files written before the head had its own share gave it the whole rate
         model = cls(text, terms, image, fpr=config["fpr"], batch_size=config["batch_size"],
-                    text_floor=config.get("text_floor", 0.5))  # fmt: skip
+                    text_floor=config.get("text_floor", 0.5),
+                    text_head_share=config.get("text_head_share", 1.0))  # fmt: skip
         arrays = load_arrays(folder / "calibration.safetensors")
         model.calibrators_ = {
             m: {d: ConformalCalibrator(arrays[f"{m}.{d}"]) for d in detectors}
@@ -222,10 +245,15 @@ class MultimodalClassifier:
         return model
 
     def describe(self) -> dict[str, Any]:
-        return {
-            m: {d: {"negatives": c.n, "threshold": c.threshold(self.fpr / len(cs))} for d, c in cs.items()}
-            for m, cs in self.calibrators_.items()
-        }
+        """Per modality and detector: calibration negatives and the raw score above which it fires (for the text
+        detector, ``head_threshold`` is the head's, when no name is found)."""
+        out: dict[str, Any] = {}
+        for m, cs in self.calibrators_.items():
+            out[m] = {d: {"negatives": c.n, "threshold": c.threshold(self.fpr / len(cs))} for d, c in cs.items()}
+            if "text" in cs:
+                head = cs["text"].threshold(self.text_head_share * self.fpr / len(cs))
+                out[m]["text"]["head_threshold"] = max(head, self.text_floor)
+        return out
 
 
 def _modality(request: Request) -> str:

@@ -18,7 +18,7 @@ from classifiers.attacks import FAMILIES
 from classifiers.augment import transform
 from classifiers.calibration import false_negative_rate, false_positive_rate, min_negatives
 from classifiers.image import ImageEncoder, ImageIdentityClassifier
-from classifiers.multimodal import MultimodalClassifier
+from classifiers.multimodal import TEXT_HEAD_SHARE, MultimodalClassifier
 from classifiers.prompts import TEMPLATES, general_prompts
 from classifiers.terms import TermDetector, fold, typo_distance
 from classifiers.text import TextClassifier
@@ -67,6 +67,7 @@ def fit_classifier(
     text_encoder: Any = "minilm",
     text_early_exit: int | None = EARLY_EXIT_DEFAULT,
     image_encoder: ImageEncoder | None = None,
+    text_head_share: float = TEXT_HEAD_SHARE,
     seed: int = 0,
     robustness_per_family: int = 200,
 ) -> tuple[MultimodalClassifier, dict[str, Any]]:
@@ -103,7 +104,7 @@ def fit_classifier(
             [p.image for p in forget] + [p.image for p in others],
             [p.identity for p in forget] + [None] * len(others),
         )
-    classifier = MultimodalClassifier(text, terms, image, fpr=fpr)
+    classifier = MultimodalClassifier(text, terms, image, fpr=fpr, text_head_share=text_head_share)
 
     cal_people = groups["retain"][1] + groups["celebrity"][1]
     calibration = calibration_negatives(
@@ -123,6 +124,7 @@ def fit_classifier(
 
     report = {
         "fpr_target": fpr,
+        "text_head_share": text_head_share,
         "counts": {
             "forget_people": len(forget),
             "fit_people": len(fit_people),

@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "encoder's; 0: off; default: classifiers.training.EARLY_EXIT_DEFAULT)",
     )
     parser.add_argument(
+        "--text-head-share",
+        type=float,
+        default=None,
+        help="share of the text false-positive rate the head gets when no forget name is found in the text "
+        "(default: classifiers.multimodal.TEXT_HEAD_SHARE)",
+    )
+    parser.add_argument(
         "--model",
         default="demo",
         help="the guarded MLLM (folder, hub id or alias) whose vision tower encodes images (default: demo, the "
@@ -128,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {args.fpr}")
+    if args.text_head_share is not None and not 0 < args.text_head_share <= 1:
+        raise ValueError(f"--text-head-share must lie in (0, 1], got {args.text_head_share}")
     from benchmarks.mllmu.loader import retain_split
 
     retain = args.retain or retain_split(args.forget)
@@ -143,14 +152,18 @@ def run(args: argparse.Namespace) -> int:
         from classifiers.encoders import SentenceEncoder
 
         text_encoder = SentenceEncoder(args.text_encoder, layers=args.text_layers)
-    early_exit = {} if args.text_early_exit is None else {"text_early_exit": args.text_early_exit or None}
+    options: dict[str, Any] = {}  # library defaults unless given
+    if args.text_early_exit is not None:
+        options["text_early_exit"] = args.text_early_exit or None
+    if args.text_head_share is not None:
+        options["text_head_share"] = args.text_head_share
     classifier, report = fit_classifier(
         forget_people,
         retain_people,
         celebrities,
         fpr=args.fpr,
         text_encoder=text_encoder,
-        **early_exit,
+        **options,
         image_encoder=encoder,
         seed=args.seed,
         robustness_per_family=args.robustness_per_family,

@@ -161,3 +161,42 @@ def test_lookalike_names_are_calibrated_against(fitted, people) -> None:
     assert len(fresh) >= 20
     flagged = np.mean([f.flagged for f in classifier.flag(fresh)])
     assert flagged <= 2 * classifier.fpr, flagged
+
+
+def test_head_gets_its_share_of_the_rate(fitted, people, tmp_path) -> None:
+    """Without a name match the head needs p <= share * fpr: fewer head alarms, the same name-match flags, the
+    share saved with the classifier, and the rate on the calibration negatives themselves within the share."""
+    import copy
+
+    from classifiers.training import decoy_questions
+    from eco_guard.requests import to_request
+
+    classifier, _ = fitted
+    forget, retain, _ = people
+    assert classifier.text_head_share == 0.25
+    whole = copy.copy(classifier)
+    whole.text_head_share = 1.0
+    named = [f"Where was {p.name} born?" for p in forget]
+    # lookalike names: near the head's boundary, and no forget name to match
+    others = decoy_questions(forget, [p.name for p in retain[-10:]], np.random.default_rng(5))
+    for a, b in zip(classifier.flag(named), whole.flag(named), strict=True):
+        assert a.flagged and b.flagged and a.score == b.score
+    ours, theirs = classifier.scores(others)[0], whole.scores(others)[0]
+    assert np.all(ours <= theirs + 1e-12)
+    raw = classifier.raw_scores([to_request(q) for q in others])["text"]
+    head = (raw <= 1.0) & (raw >= classifier.text_floor)
+    assert head.any() and np.all(ours[head] < theirs[head] + 1e-12)
+    assert np.any(ours[head] < theirs[head])  # the share made a difference, not just a tie
+
+    calibrator = classifier.calibrators_["text"]["text"]
+    negatives = calibrator.negatives_
+    p = calibrator.p_values(negatives)
+    adjusted = np.array([classifier._text_p(r, q) for r, q in zip(negatives, p, strict=True)])
+    head_rows = negatives <= 1.0
+    fired = np.mean((adjusted <= classifier.fpr) & head_rows)
+    assert fired <= classifier.text_head_share * classifier.fpr + 1 / calibrator.n
+
+    classifier.save_pretrained(tmp_path / "clf")
+    assert MultimodalClassifier.from_pretrained(tmp_path / "clf").text_head_share == 0.25
+    with pytest.raises(ValueError, match="text_head_share"):
+        MultimodalClassifier(classifier.text, text_head_share=0.0)

@@ -18,7 +18,7 @@ def test_train_then_classify(tmp_path, capsys) -> None:
     data = write_synthetic(tmp_path / "mllmu", n_profiles=40, n_celebrities=6, seed=1, image_size=64)
     guard = tmp_path / "guard"
     argv = ["train-classifier", "--data", str(data), "--forget", "forget_10", "--out", str(guard), "--fpr", "0.2",
-            "--robustness-per-family", "8"]  # fmt: skip
+            "--robustness-per-family", "8", "--text-head-share", "0.5"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "forget FNR" in printed and "buried_600_tokens" in printed
@@ -26,7 +26,7 @@ def test_train_then_classify(tmp_path, capsys) -> None:
     assert report["data"]["retain"] == "retain_90"
     assert set(report["rates"]) == {"text", "image"}
     assert report["rates"]["text"]["held_out"]["forget_fnr"]["n"] > 0
-    assert load_classifier(guard) is not None
+    assert report["text_head_share"] == 0.5 and load_classifier(guard).text_head_share == 0.5
 
     forget = load_config(data, "forget_10")
     name = forget[0]["biography"]["Name"]
@@ -43,7 +43,7 @@ def test_train_then_classify(tmp_path, capsys) -> None:
     assert [r["flagged"] for r in results] == [True, True, False]
 
 
-def test_bad_arguments(tmp_path) -> None:
+def test_bad_arguments(tmp_path, capsys) -> None:
     from eco_guard.cli import main
 
     assert main(["train-classifier", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "g")]) == 2
@@ -55,3 +55,7 @@ def test_bad_arguments(tmp_path) -> None:
         main(["classify", "--guard", str(tmp_path), "--prompts", str(tmp_path / "x.jsonl"), "--out", "o"])
         == 2
     )
+    share = ["train-classifier", "--data", str(tmp_path), "--out", str(tmp_path / "g"), "--text-head-share", "0"]
+    capsys.readouterr()
+    assert main(share) == 2
+    assert "--text-head-share must lie in (0, 1]" in capsys.readouterr().err
