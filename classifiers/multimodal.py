@@ -249,7 +249,9 @@ class MultimodalClassifier:
         detector, ``head_threshold`` is the head's, when no name is found)."""
         out: dict[str, Any] = {}
         for m, cs in self.calibrators_.items():
-            out[m] = {d: {"negatives": c.n, "threshold": c.threshold(self.fpr / len(cs))} for d, c in cs.items()}
+            out[m] = {
+                d: {"negatives": c.n, "threshold": c.threshold(self.fpr / len(cs))} for d, c in cs.items()
+            }
             if "text" in cs:
                 head = cs["text"].threshold(self.text_head_share * self.fpr / len(cs))
                 out[m]["text"]["head_threshold"] = max(head, self.text_floor)

@@ -185,8 +185,7 @@ def test_head_gets_its_share_of_the_rate(fitted, people, tmp_path) -> None:
     assert np.all(ours <= theirs + 1e-12)
     raw = classifier.raw_scores([to_request(q) for q in others])["text"]
     head = (raw <= 1.0) & (raw >= classifier.text_floor)
-    assert head.any() and np.all(ours[head] < theirs[head] + 1e-12)
-    assert np.any(ours[head] < theirs[head])  # the share made a difference, not just a tie
+    assert head.any() and np.any(ours[head] < theirs[head])  # the share made a difference, not just a tie
 
     calibrator = classifier.calibrators_["text"]["text"]
     negatives = calibrator.negatives_

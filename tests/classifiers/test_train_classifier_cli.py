@@ -55,7 +55,8 @@ def test_bad_arguments(tmp_path, capsys) -> None:
         main(["classify", "--guard", str(tmp_path), "--prompts", str(tmp_path / "x.jsonl"), "--out", "o"])
         == 2
     )
-    share = ["train-classifier", "--data", str(tmp_path), "--out", str(tmp_path / "g"), "--text-head-share", "0"]
+    share = ["train-classifier", "--data", str(tmp_path), "--out", str(tmp_path / "g"),
+             "--text-head-share", "0"]  # fmt: skip
     capsys.readouterr()
     assert main(share) == 2
     assert "--text-head-share must lie in (0, 1]" in capsys.readouterr().err
