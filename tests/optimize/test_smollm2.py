@@ -49,10 +49,14 @@ def test_search_reaches_chance_and_leaves_retain_untouched(guard, tmp_path):
     model, tokenizer = guard.model, guard.tokenizer
     for item, got in zip(RETAIN, scores, strict=False):
         assert got == pytest.approx(unwrapped_option_logprobs(model, tokenizer, item), abs=1e-4)
-    alone = guard.score(
-        [it.prompt for it in RETAIN], [list(it.choices) for it in RETAIN], chat_template=False
-    )
-    assert scores[: len(RETAIN)] == alone
+    # the same batch with nothing flagged: same shapes, same kernels, so the retain rows must agree bit for bit
+    # (a batch of another size may round differently on some CPUs; that is the kernels, not the guard)
+    unflagged = guard.score(
+        [it.prompt for it in mixed], [list(it.choices) for it in mixed], flags=[False] * len(mixed),
+        chat_template=False,
+    )  # fmt: skip
+    assert scores[: len(RETAIN)] == unflagged[: len(RETAIN)]
+    assert scores[len(RETAIN) :] != unflagged[len(RETAIN) :]
     retain_accuracy = make_metric("mc_accuracy", guard, RETAIN, flagged=False, chat_template=False)()
     assert retain_accuracy >= 0.9
 
