@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from eco_guard.corruption import CORRUPTIONS, CorruptionParams
+from eco_guard.corruption import CORRUPTIONS, USES_TARGET, CorruptionParams
 
 CONFIG_NAME = "guard_config.json"
 FORMAT_VERSION = 1
@@ -42,6 +42,13 @@ class GuardConfig:
             "tokens and an image is hundreds of features, so each modality may need its own"
         },
     )
+    image_corruption: str | None = field(
+        default=None,
+        metadata={
+            "help": "corruption family on image features (scope image); None: the same as corruption. Needed "
+            "when corruption is 'substitute', which moves names toward a surrogate name and has no image analogue"
+        },
+    )
     dims: int = field(
         default=1, metadata={"help": "n (first/random n dimensions) or k (top-k magnitude dimensions)"}
     )
@@ -65,6 +72,15 @@ class GuardConfig:
         if self.corruption not in CORRUPTIONS:
             raise ValueError(
                 f"unknown corruption {self.corruption!r}; valid names: {', '.join(sorted(CORRUPTIONS))}"
+            )
+        if self.image_corruption is not None and self.image_corruption not in CORRUPTIONS:
+            raise ValueError(
+                f"unknown image_corruption {self.image_corruption!r}; valid names: {', '.join(sorted(CORRUPTIONS))}"
+            )
+        if "image" in self.scope and USES_TARGET[self.image_corruption_name]:
+            raise ValueError(
+                f"corruption {self.image_corruption_name!r} moves text tokens toward a surrogate name and cannot act "
+                "on image features: set image_corruption (e.g. 'noise_first_n') or leave 'image' out of the scope"
             )
         if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)):
             raise ValueError(f"strength must be a number, got {self.strength!r}")
@@ -96,6 +112,11 @@ class GuardConfig:
     def params(self) -> CorruptionParams:
         """The corruption of prompt tokens."""
         return CorruptionParams(strength=float(self.strength), dims=int(self.dims))
+
+    @property
+    def image_corruption_name(self) -> str:
+        """The corruption family applied to image features."""
+        return self.image_corruption or self.corruption
 
     @property
     def image_params(self) -> CorruptionParams:

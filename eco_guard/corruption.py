@@ -4,7 +4,8 @@ Every corruption has the signature ``fn(embeds, mask, params, generator) -> embe
 
 * ``embeds`` is a ``[B, T, D]`` float tensor of input embeddings,
 * ``mask`` is a ``[B, T]`` bool tensor: only positions where it is True may change,
-* ``params`` is a :class:`CorruptionParams` (``strength`` sigma or constant c, ``dims`` n or k),
+* ``params`` is a :class:`CorruptionParams` (``strength`` sigma, constant c or blend alpha, ``dims`` n or k, and
+  for ``substitute`` the ``target`` embeddings the masked tokens move toward),
 * ``generator`` is a CPU :class:`torch.Generator`; all randomness is drawn from it on the CPU in float32 and then
   moved to ``embeds``' device and dtype, so a seed gives the same corruption on every device and backend.
 
@@ -15,17 +16,19 @@ The input is never modified in place. Notation below: e is one masked token embe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 
 @dataclass(frozen=True)
 class CorruptionParams:
-    """Strength (sigma of the noise, or the constant) and the number of dimensions (n or k) touched."""
+    """Strength (sigma of the noise, the constant, or the blend), the number of dimensions (n or k) touched, and
+    for corruptions that read one, the ``[B, T, D]`` target embeddings (the guard supplies a surrogate name's)."""
 
     strength: float = 100.0
     dims: int = 1
+    target: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
 
 Corruption = Callable[[torch.Tensor, torch.Tensor, CorruptionParams, torch.Generator], torch.Tensor]
@@ -33,10 +36,14 @@ Corruption = Callable[[torch.Tensor, torch.Tensor, CorruptionParams, torch.Gener
 CORRUPTIONS: dict[str, Corruption] = {}
 USES_STRENGTH: dict[str, bool] = {}
 USES_DIMS: dict[str, bool] = {}
+USES_TARGET: dict[str, bool] = {}
 
 
-def register(name: str, *, strength: bool, dims: bool) -> Callable[[Corruption], Corruption]:
-    """Add a corruption to the registry, recording which parameters it reads (the optimizer searches those)."""
+def register(
+    name: str, *, strength: bool, dims: bool, target: bool = False
+) -> Callable[[Corruption], Corruption]:
+    """Add a corruption to the registry, recording which parameters it reads (the optimizer searches strength and
+    dims; a ``target`` corruption needs surrogate tokens, so it acts on text tokens only)."""
 
     def wrap(fn: Corruption) -> Corruption:
         if name in CORRUPTIONS:
@@ -44,6 +51,7 @@ def register(name: str, *, strength: bool, dims: bool) -> Callable[[Corruption],
         CORRUPTIONS[name] = fn
         USES_STRENGTH[name] = strength
         USES_DIMS[name] = dims
+        USES_TARGET[name] = target
         return fn
 
     return wrap
@@ -219,3 +227,25 @@ def shuffle(embeds, mask, params, generator):
 def reverse(embeds, mask, params, generator):
     """The masked tokens' embeddings are written in reverse order (per row)."""
     return _permute_masked(embeds, mask, lambda n: torch.arange(n - 1, -1, -1))
+
+
+# ---------------------------------------------------------------- substitution: e <- e + alpha * (s - e)
+
+
+@register("substitute", strength=True, dims=False, target=True)
+def substitute(embeds, mask, params, generator):
+    """e <- e + alpha * (s - e), alpha = strength, s = ``params.target`` at the same position: at alpha = 1 the
+    masked tokens read as the target's tokens (the guard's surrogate name, :mod:`eco_guard.surrogates`), between 0
+    and 1 a blend of both."""
+    target = params.target
+    if target is None:
+        raise ValueError(
+            "corruption 'substitute' needs target embeddings (the guard supplies a surrogate name's)"
+        )
+    if tuple(target.shape) != tuple(embeds.shape):
+        raise ValueError(
+            f"substitute: target {tuple(target.shape)} does not match embeds {tuple(embeds.shape)}"
+        )
+    target = target.to(device=embeds.device, dtype=embeds.dtype)
+    # lerp is exact at both ends: alpha = 1 gives the target's embeddings bit for bit
+    return torch.where(mask.unsqueeze(-1), torch.lerp(embeds, target, float(params.strength)), embeds)

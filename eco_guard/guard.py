@@ -18,15 +18,16 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from eco_guard.config import GuardConfig, GuardFileError
-from eco_guard.corruption import apply_corruption
+from eco_guard.corruption import USES_TARGET, apply_corruption
 from eco_guard.requests import Flag, PromptClassifier, PromptLike, Request, to_request
+from eco_guard.surrogates import Surrogates, restore
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +48,13 @@ class EncodedBatch:
 
 @dataclass
 class RowPlan:
-    """Corrupt ``mask`` (bool over a segment) of padded row ``row`` starting at column ``start``."""
+    """Corrupt ``mask`` (bool over a segment) of padded row ``row`` starting at column ``start``; ``ids`` are the
+    segment's token ids (what a surrogate name replaces)."""
 
     row: int
     start: int
     mask: torch.Tensor
+    ids: torch.Tensor | None = None
 
 
 @dataclass
@@ -176,7 +179,10 @@ class EcoGuard:
             with self.corrupting(plan):
                 out = self.model.generate(**inputs, **kwargs)
             width = inputs["input_ids"].shape[1]
-            answers += self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            for p in plan.text_rows:
+                texts[p.row] = restore(texts[p.row], self.renames(p))
+            answers += texts
         return answers
 
     def score(
@@ -304,7 +310,7 @@ class EcoGuard:
                     start = int((~valid).sum())
                     mask = valid[start:].clone()
                     mask[-1] = False
-                    rows.append(RowPlan(r, start, mask))
+                    rows.append(RowPlan(r, start, mask, input_ids[r, start:].cpu()))
         plan = CorruptionPlan(rows, [], (input_ids.shape[0], width))
         with self.corrupting(plan):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
@@ -411,7 +417,7 @@ class EcoGuard:
             if "prompt" in scope or ("spans" in scope and not identity_in_image):
                 ids = batch.ids[r]
                 start = width - ids.numel() - (ends[r] if ends else 0)
-                rows.append(RowPlan(r, start, self.prompt_mask(batch.prompts[r], ids, flag.terms)))
+                rows.append(RowPlan(r, start, self.prompt_mask(batch.prompts[r], ids, flag.terms), ids))
             if "image" in scope and r in batch.image_rows:
                 images.append(batch.image_rows.index(r))
         return CorruptionPlan(rows, images, (len(decisions), width))
@@ -505,8 +511,11 @@ class EcoGuard:
         for p in rows:
             stop = p.start + p.mask.numel()
             segment = embeds[p.row : p.row + 1, p.start : stop]
+            params = cfg.params
+            if USES_TARGET[cfg.corruption]:
+                params = replace(params, target=self._surrogate_embeds(p)[None])
             out[p.row, p.start : stop] = apply_corruption(
-                cfg.corruption, segment, p.mask[None], cfg.params, cfg.seed
+                cfg.corruption, segment, p.mask[None], params, cfg.seed
             )[0]
         return out
 
@@ -516,10 +525,36 @@ class EcoGuard:
         for i in indices:
             feat = features[i : i + 1].reshape(1, -1, features.shape[-1])
             mask = torch.ones(feat.shape[:2], dtype=torch.bool)
-            out[i] = apply_corruption(cfg.corruption, feat, mask, cfg.image_params, cfg.seed).reshape(
-                features[i].shape
-            )
+            out[i] = apply_corruption(
+                cfg.image_corruption_name, feat, mask, cfg.image_params, cfg.seed
+            ).reshape(features[i].shape)
         return out
+
+    # ------------------------------------------------------------ surrogate names
+
+    @property
+    def surrogates(self) -> Surrogates:
+        """The surrogate-name map of this tokenizer and ``config.seed`` (built once per seed)."""
+        cached = self.__dict__.get("_surrogates")
+        if cached is None or cached.seed != self.config.seed:
+            cached = Surrogates(self.tokenizer, seed=self.config.seed)
+            self.__dict__["_surrogates"] = cached
+        return cached
+
+    def _surrogate_embeds(self, p: RowPlan) -> torch.Tensor:
+        """The embeddings of row plan ``p``'s segment with its masked words read as the surrogate name's."""
+        if p.ids is None:
+            raise RuntimeError("a substitute corruption needs the row's token ids")
+        table = self.model.get_input_embeddings()
+        ids = self.surrogates.ids(p.ids, p.mask).to(table.weight.device)
+        return torch.nn.functional.embedding(ids, table.weight)
+
+    def renames(self, p: RowPlan) -> list[tuple[str, str]]:
+        """(surrogate word, original word) pairs to write back into the answer of row plan ``p`` (none unless the
+        corruption substitutes names)."""
+        if not USES_TARGET[self.config.corruption] or p.ids is None:
+            return []
+        return self.surrogates.renames(p.ids, p.mask)
 
     # ------------------------------------------------------------ persistence
 

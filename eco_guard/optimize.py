@@ -310,7 +310,9 @@ class SearchSpace:
             )
 
     def families(self, config: GuardConfig) -> tuple[str, ...]:
-        return tuple(self.corruptions) or (config.corruption,)
+        if self.corruptions:
+            return tuple(self.corruptions)
+        return (config.image_corruption_name if self.parameter == "image_strength" else config.corruption,)
 
     def names(self, config: GuardConfig) -> list[str]:
         families = self.families(config)

@@ -49,6 +49,7 @@ from eco_guard.config import GuardConfig
 from eco_guard.embedding_frontend import EmbeddingFrontEnd, export_language_model
 from eco_guard.guard import EcoGuard, load_classifier
 from eco_guard.requests import Flag, PromptClassifier, PromptLike, Request, to_request
+from eco_guard.surrogates import restore
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class PreparedRequest:
     ids: torch.Tensor
     flag: Flag
     embeds: torch.Tensor | None = None
+    renames: tuple[tuple[str, str], ...] = ()
+    """Surrogate words to write back as the names they stand for (``substitute`` corruption)."""
 
     def engine_prompt(
         self, continuation: torch.Tensor | None = None, table: torch.nn.Embedding | None = None
@@ -230,7 +233,9 @@ class GuardedLLM:
             )
             for i, out in zip(live, engine_outputs, strict=True):
                 token_ids = tuple(out.outputs[0].token_ids)
-                text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+                text = restore(
+                    self.tokenizer.decode(token_ids, skip_special_tokens=True), prepared[i].renames
+                )
                 results[i] = GuardedOutput(text, prepared[i].flag.flagged, None, token_ids)
         return results
 
@@ -333,7 +338,8 @@ class GuardedLLM:
         plan = self.guard.plan(batch, [flag], (1, ids.numel()))
         with self.guard.corrupting(plan):
             embeds = self.front_end(ids[None], **batch.image_inputs)[0]
-        return PreparedRequest(ids, flag, embeds.detach())
+        renames = tuple(pair for p in plan.text_rows for pair in self.guard.renames(p))
+        return PreparedRequest(ids, flag, embeds.detach(), renames)
 
     def _sampling_params(self, spec: Any, n: int) -> list[Any]:
         if isinstance(spec, Sequence) and not isinstance(spec, (str, Mapping)):

@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what each corruption search matches to the never-trained profiles: goals (mean distance over stated "
         "multiple choice, cloze and ROUGE-L; default) or one metric of the open questions",
     )
+    parser.add_argument(
+        "--corruption",
+        default=DemoSettings.corruption,
+        help="corruption of the names' tokens: substitute (default: toward a surrogate name, the answer keeps the "
+        "real one) or a registry family such as noise_first_n; image features always get noise",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--logprob",
@@ -91,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         out=Path(args.out), artifact=Path(args.artifact) if args.artifact else None, retrain=args.retrain,
         limit=args.limit, max_new_tokens=args.max_new_tokens, budget=args.budget, seed=args.seed,
-        logprob=args.logprob, metric=args.search_metric,
+        logprob=args.logprob, metric=args.search_metric, corruption=args.corruption,
     )  # fmt: skip
     report = run_demo(settings)
     print(

@@ -42,6 +42,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which strength to search: strength (prompt tokens, and images unless image_strength is set) or "
         "image_strength (image features only; use with --modality image and a scope holding image)",
     )
+    parser.add_argument(
+        "--corruption",
+        default=None,
+        help="start from this corruption family (e.g. substitute: names move toward a surrogate name and the "
+        "answer keeps the real one); default: the guard folder's, else noise_first_n",
+    )
+    parser.add_argument(
+        "--image-corruption",
+        default=None,
+        help="corruption family on image features (with --scope ... image)",
+    )
+    parser.add_argument(
+        "--scope",
+        nargs="+",
+        default=None,
+        help="token scope: any of prompt, spans, image (default: the folder's)",
+    )
     parser.add_argument("--corruptions", nargs="+", default=(), help="search the family among these names")
     parser.add_argument(
         "--dims-range", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"), help="search n/k"
@@ -78,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     guard = EcoGuard(model, processor)
     if Path(args.guard, CONFIG_NAME).is_file():
         guard.config = GuardConfig.from_pretrained(args.guard)
+    changes = {"corruption": args.corruption, "image_corruption": args.image_corruption, "scope": args.scope}
+    guard.config = guard.config.replace(**{k: v for k, v in changes.items() if v is not None})
     modality = args.modality or ("all" if guard.multimodal else "text")
     forget_rows = load_config(args.data, args.forget)
     items = rows_to_items(forget_rows, args.metric, modality, args.options)[: args.max_items]

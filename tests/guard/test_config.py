@@ -20,6 +20,12 @@ def test_round_trip(tmp_path):
         threshold=0.7,
         image_strength=2.0,
     )
+    substitute = GuardConfig(
+        corruption="substitute", image_corruption="noise_first_n", strength=0.8, scope=("spans", "image")
+    )
+    assert substitute.image_corruption_name == "noise_first_n" and cfg.image_corruption_name == "zero_top_k"
+    substitute.save_pretrained(tmp_path / "substitute")
+    assert GuardConfig.from_pretrained(tmp_path / "substitute") == substitute
     cfg.save_pretrained(tmp_path)
     text = (tmp_path / CONFIG_NAME).read_text()
     document = json.loads(text)
@@ -41,6 +47,9 @@ def test_round_trip(tmp_path):
         ({"scope": ()}, "scope must be a non-empty combination"),
         ({"threshold": 1.5}, "threshold must lie in"),
         ({"seed": "x"}, "seed must be an integer"),
+        ({"image_corruption": "blur"}, "unknown image_corruption 'blur'"),
+        ({"corruption": "substitute", "scope": ("spans", "image")}, "set image_corruption"),
+        ({"image_corruption": "substitute", "scope": ("image",)}, "cannot act on image features"),
     ],
 )
 def test_invalid_values(changes, message):

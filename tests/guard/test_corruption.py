@@ -9,6 +9,7 @@ from eco_guard.corruption import (
     CORRUPTIONS,
     USES_DIMS,
     USES_STRENGTH,
+    USES_TARGET,
     CorruptionParams,
     apply_corruption,
     get_corruption,
@@ -25,11 +26,19 @@ def batch():
     return embeds, mask
 
 
+def params_for(name: str, strength: float, dims: int, like: torch.Tensor) -> CorruptionParams:
+    """Corruptions that read a target get one (the guard supplies a surrogate name's embeddings)."""
+    target = (
+        torch.randn(like.shape, generator=torch.Generator().manual_seed(3)) if USES_TARGET[name] else None
+    )
+    return CorruptionParams(strength=strength, dims=dims, target=target)
+
+
 @pytest.mark.parametrize("name", sorted(CORRUPTIONS))
 def test_only_masked_positions_change(name, batch):
     embeds, mask = batch
     before = embeds.clone()
-    out = apply_corruption(name, embeds, mask, CorruptionParams(strength=5.0, dims=3), seed=1)
+    out = apply_corruption(name, embeds, mask, params_for(name, 5.0, 3, embeds), seed=1)
     assert torch.equal(embeds, before), "input modified in place"
     assert out.shape == embeds.shape
     assert torch.equal(out[~mask], embeds[~mask])
@@ -39,10 +48,25 @@ def test_only_masked_positions_change(name, batch):
 @pytest.mark.parametrize("name", sorted(CORRUPTIONS))
 def test_deterministic_given_seed(name, batch):
     embeds, mask = batch
-    params = CorruptionParams(strength=2.0, dims=4)
+    params = params_for(name, 2.0, 4, embeds)
     a = apply_corruption(name, embeds, mask, params, seed=7)
     b = apply_corruption(name, embeds, mask, params, seed=7)
     assert torch.equal(a, b)
+
+
+def test_substitute_blends_toward_the_target(batch):
+    embeds, mask = batch
+    target = torch.randn(embeds.shape, generator=torch.Generator().manual_seed(5))
+    full = apply_corruption("substitute", embeds, mask, CorruptionParams(1.0, target=target), seed=0)
+    half = apply_corruption("substitute", embeds, mask, CorruptionParams(0.5, target=target), seed=9)
+    none = apply_corruption("substitute", embeds, mask, CorruptionParams(0.0, target=target), seed=0)
+    assert torch.equal(full[mask], target[mask]) and torch.equal(full[~mask], embeds[~mask])
+    torch.testing.assert_close(half[mask], (embeds[mask] + target[mask]) / 2)
+    assert torch.equal(none, embeds)
+    with pytest.raises(ValueError, match="needs target embeddings"):
+        apply_corruption("substitute", embeds, mask, CorruptionParams(1.0), seed=0)
+    with pytest.raises(ValueError, match="does not match"):
+        apply_corruption("substitute", embeds, mask, CorruptionParams(1.0, target=target[:, :3]), seed=0)
 
 
 def test_noise_seed_matters_and_strength_scales(batch):

@@ -142,3 +142,28 @@ def test_missing_and_unreadable_images(tiny_llava, tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot be read"):
         guard.generate([{"text": "who?", "image": str(bad)}])
+
+
+def test_substituted_names_beside_noisy_image_features(tiny_llava, image):
+    """``substitute`` on the name, ``image_corruption`` noise on the photo: the name's merged embeddings are exactly
+    the surrogate's token embeddings, the photo's features move with ``image_strength``, the other words stay."""
+    from eco_guard.requests import Flag
+
+    model, processor = tiny_llava
+    prompts = [{"text": "Is this Jane Doe?", "image": image}]
+    config = GuardConfig(scope=("spans", "image"), corruption="substitute", image_corruption="noise_first_n",
+                         dims=8, strength=1.0, image_strength=2.0)  # fmt: skip
+    guard = EcoGuard(model, processor, config=config)
+    clean = merged_embeddings(guard, prompts, [False])[0]
+    corrupted = merged_embeddings(guard, prompts, [Flag(True, terms=("Jane Doe",))])[0]
+    img = image_positions(guard, prompts)[0]
+    batch = guard.encode(guard._requests(prompts))
+    mask = guard.prompt_mask(batch.prompts[0], batch.ids[0], ("Jane Doe",))
+    surrogate = model.get_input_embeddings()(guard.surrogates.ids(batch.ids[0], mask))
+    assert mask.sum() >= 2 and torch.equal(corrupted[mask], surrogate[mask])
+    assert torch.equal(corrupted[~mask & ~img], clean[~mask & ~img])
+    assert not torch.equal(corrupted[img], clean[img])
+    guard.config = config.replace(image_strength=0.0)
+    assert torch.equal(
+        merged_embeddings(guard, prompts, [Flag(True, terms=("Jane Doe",))])[0][img], clean[img]
+    )

@@ -75,6 +75,12 @@ def test_cli_writes_config_trace_and_plot(data, model_dir, tmp_path, capsys):
     assert main([*args, "--target", "Test_Set", "--budget", "2"]) in (0, 1)
     assert "target mc_accuracy = " in capsys.readouterr().out
     assert len((guard_dir / TRACE_NAME).read_text().splitlines()) == 2
+    # the starting family and scope from the command line; the search moves the surrogate blend
+    code = main([*args, "--corruption", "substitute", "--scope", "spans", "--strength-range", "0.01", "1",
+                 "--budget", "2"])  # fmt: skip
+    config = GuardConfig.from_pretrained(guard_dir)
+    assert code in (0, 1) and (config.corruption, config.scope) == ("substitute", ("spans",))
+    assert 0.01 <= config.strength <= 1
 
 
 def test_cli_bad_input(data, model_dir, tmp_path, capsys):
@@ -97,3 +103,7 @@ def test_cli_bad_input(data, model_dir, tmp_path, capsys):
     assert "unknown nevergrad optimizer" in capsys.readouterr().err
     assert main([*args, "--search", "image_strength"]) == 2
     assert "leaves images alone" in capsys.readouterr().err
+    assert main([*args, "--corruption", "substitute", "--scope", "spans", "image"]) == 2
+    assert "set image_corruption" in capsys.readouterr().err
+    assert main([*args, "--corruption", "blur"]) == 2
+    assert "unknown corruption 'blur'" in capsys.readouterr().err

@@ -121,3 +121,25 @@ def test_score_matches_transformers(guarded_llm, hf_guard, questions):
     plain = guarded_llm.score(prompts[:1], options[:1])
     corrupted = guarded_llm.score(prompts[:1], options[:1], [True])
     assert plain[0][0] > plain[0][1] and abs(corrupted[0][0] - plain[0][0]) > 1.0
+
+
+def test_substituted_names_match_transformers_and_are_written_back(guarded_llm, hf_guard):
+    """``substitute``: the engine gets the surrogate name's embeddings, and the answer gets the real name back,
+    as on the transformers backend."""
+    from eco_guard.config import GuardConfig
+    from eco_guard.requests import Flag
+
+    prompts = ["Who was Albert Einstein? Answer in one sentence.", "What is the capital of France?"]
+    flags = [Flag(True, 1.0, "test", ("Albert Einstein",)), False]
+    config = GuardConfig(corruption="substitute", strength=1.0, scope=("spans",))
+    before = (guarded_llm.guard.config, hf_guard.config)
+    guarded_llm.guard.config = hf_guard.config = config
+    try:
+        ours = guarded_llm.generate(prompts, flags, max_new_tokens=24)
+        theirs = hf_guard.generate(prompts, flags, max_new_tokens=24)
+        prepared = guarded_llm.prepare(prompts[:1], flags[:1])[0]
+    finally:
+        guarded_llm.guard.config, hf_guard.config = before
+    assert ours == theirs
+    assert "Einstein" in ours[0] and "physic" not in ours[0] and "Paris" in ours[1]
+    assert {original for _, original in prepared.renames} == {"Albert", "Einstein"}

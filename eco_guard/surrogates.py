@@ -1,0 +1,146 @@
+"""Surrogate names: what the ``substitute`` corruption moves a forget target's name toward.
+
+Noise on a name's tokens makes a model forget the person, but it also garbles the name, while a model that never
+learned the person simply repeats it ("Anton Donovan has sinusitis."). ``substitute`` instead moves the name's token
+embeddings toward those of a surrogate name, so the model reads about someone it has never heard of; the surrogate
+words in its answer are then written back as the original ones (:func:`restore`).
+
+Each word of the name is replaced by a surrogate word of the same token count, so positions, lengths and the rest of
+the prompt are untouched; punctuation and digits stay. The choice depends only on the word's token ids and the seed:
+the same name gets the same surrogate in every request, turn and backend.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+
+import torch
+
+SURROGATE_WORDS = (
+    # given names (most are one token in byte-level BPE vocabularies; none is also an everyday word)
+    "John", "Mary", "David", "James", "Sarah", "Robert", "Linda", "George", "Henry", "Carl", "Paul", "Ruth",
+    "Anna", "Emma", "Ella", "Jane", "Joan", "Ian", "Tom", "Tim", "Amy", "Joe", "Beth", "Carol", "Chris", "Dan",
+    "Fred", "Gary", "Jean", "Jim", "Karl", "Ken", "Lou", "Matt", "Neil", "Pete", "Phil", "Rob", "Ron", "Ross",
+    "Ted", "Tony", "Troy", "Horace", "Lazarus", "Juno", "Ansel", "Barnaby", "Bertram", "Cosmo", "Cyril",
+    "Eamon", "Godric", "Linus", "Lucan", "Mortimer", "Orrin", "Percival", "Silas", "Wystan", "Alaric",
+    "Dashiell", "Thaddeus", "Albina", "Ariadne", "Briony", "Cressida", "Dulcie", "Eira", "Elowen", "Fenella",
+    "Gwendolen", "Hester", "Isolde", "Jessamy", "Linnea", "Mabel", "Maud", "Odette", "Perdita", "Romilly",
+    "Tamsin", "Winifred",
+    # invented or rare surnames
+    "Ashcombe", "Belisto", "Brackwell", "Corvell", "Crestwell", "Edevane", "Elsworth", "Fennimore", "Garrowby",
+    "Hollace", "Karrow", "Kilbride", "Loxley", "Marrowick", "Morrowgate", "Nockley", "Ostrander", "Pellow",
+    "Penhallow", "Quennell", "Quimby", "Ravensholm", "Renwycke", "Thistlewood", "Trevelyan", "Ulloway",
+    "Vasquell", "Vantreece", "Wrenfield", "Ambleside", "Marchbanks", "Halloran", "Omondi", "Winterbourne",
+    "Okoro",
+)  # fmt: skip
+"""The words surrogate names are made of: nobody in particular, none a word of the synthetic benchmark's name pools
+(a test checks), capitalized, letters only."""
+
+SPACE_MARKERS = ("Ġ", "▁", " ")
+"""How byte-level BPE (GPT-2, Llama 3, SmolLM) and SentencePiece vocabularies mark a token that starts a word."""
+
+_KINDS = ("spaced", "capital", "inner")
+
+
+class Surrogates:
+    """A deterministic word -> surrogate-word map over token ids, for one tokenizer (see the module docstring).
+
+    A word is a run of letter tokens that starts with a space marker or a capital (or right after a token that
+    is not letters). It is replaced by a word of ``vocabulary`` with the same first-token kind and the same token
+    count, chosen by a hash of its ids and the seed; when there is none, token by token by pieces of those words
+    of the same kind."""
+
+    def __init__(self, tokenizer, seed: int = 0, vocabulary: Sequence[str] = SURROGATE_WORDS) -> None:
+        self.tokenizer = tokenizer
+        self.seed = int(seed)
+        pieces: dict[str, set[int]] = {kind: set() for kind in _KINDS}
+        words: dict[tuple[str, int], set[tuple[int, ...]]] = {}
+        for word in dict.fromkeys(vocabulary):
+            for text in (" " + word, word):
+                ids = tuple(int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"])
+                kinds = [self.kind(i) for i in ids]
+                if not ids or None in kinds or any(k != "inner" for k in kinds[1:]):
+                    continue
+                words.setdefault((kinds[0], len(ids)), set()).add(ids)
+                for i, kind in zip(ids, kinds, strict=True):
+                    pieces[kind].add(i)
+        self.pieces = {kind: sorted(ids) for kind, ids in pieces.items()}
+        self.words = {key: sorted(ids) for key, ids in words.items()}
+        empty = [kind for kind, ids in self.pieces.items() if not ids]
+        if empty:
+            raise ValueError(f"the tokenizer yields no surrogate pieces of kind {empty}")
+        self._cache: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+    def kind(self, token_id: int) -> str | None:
+        """``spaced`` (starts a word), ``capital`` (a capitalized piece without a space marker), ``inner``, or None
+        for a token with anything but letters (kept as it is)."""
+        piece = self.tokenizer.convert_ids_to_tokens(int(token_id))
+        if not isinstance(piece, str):
+            return None
+        spaced = piece.startswith(SPACE_MARKERS)
+        letters = piece[1:] if spaced else piece
+        if not letters.isalpha():
+            return None
+        if spaced:
+            return "spaced"
+        return "capital" if letters[0].isupper() else "inner"
+
+    def word(self, ids: Sequence[int]) -> tuple[int, ...]:
+        """The surrogate of one word's token ids (same length, never the word itself)."""
+        ids = tuple(int(i) for i in ids)
+        if ids not in self._cache:
+            draw = zlib.crc32(f"{self.seed}:{ids}".encode())
+            candidates = [w for w in self.words.get((self.kind(ids[0]), len(ids)), []) if w != ids]
+            if candidates:
+                self._cache[ids] = candidates[draw % len(candidates)]
+            else:
+                out = []
+                for k, i in enumerate(ids):
+                    pool = [p for p in self.pieces[self.kind(i) or "inner"] if p != i] or [i]
+                    out.append(pool[zlib.crc32(f"{draw}:{k}".encode()) % len(pool)])
+                self._cache[ids] = tuple(out)
+        return self._cache[ids]
+
+    def _words(self, ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        """Positions of each masked word (letter tokens only)."""
+        words: list[list[int]] = []
+        last = None
+        for k in mask.nonzero(as_tuple=True)[0].tolist():
+            kind = self.kind(int(ids[k]))
+            if kind is None:
+                last = None
+                continue
+            if last is None or k != last + 1 or kind in ("spaced", "capital"):
+                words.append([])
+            words[-1].append(k)
+            last = k
+        return words
+
+    def ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``ids`` with every masked word replaced by its surrogate (other tokens unchanged)."""
+        out = ids.clone()
+        for positions in self._words(ids, mask):
+            out[positions] = torch.tensor(self.word([int(ids[k]) for k in positions]), dtype=ids.dtype)
+        return out
+
+    def renames(self, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[str, str]]:
+        """(surrogate word, original word) for each masked word, longest surrogate first."""
+        pairs: dict[str, str] = {}
+        for positions in self._words(ids, mask):
+            original = [int(ids[k]) for k in positions]
+            before = self.tokenizer.decode(original).strip()
+            after = self.tokenizer.decode(list(self.word(original))).strip()
+            if after and after != before:
+                pairs.setdefault(after, before)
+        return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
+
+
+def restore(text: str, renames: Sequence[tuple[str, str]]) -> str:
+    """Write each surrogate word of ``renames`` in ``text`` back as its original (whole words only)."""
+    if not renames:
+        return text
+    table = dict(renames)
+    pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(s) for s, _ in renames) + r")(?!\w)")
+    return pattern.sub(lambda m: table[m.group(1)], text)

@@ -1,0 +1,112 @@
+"""Surrogate names (the ``substitute`` corruption): same token layout, deterministic, written back exactly, and on the
+real SmolLM2 a flagged person is forgotten while the answer keeps their name."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from benchmarks.mllmu import vocab
+from benchmarks.mllmu.celebrities import CELEBRITY_NAME_PARTS
+from eco_guard.config import GuardConfig
+from eco_guard.guard import EcoGuard
+from eco_guard.requests import Flag
+from eco_guard.surrogates import SURROGATE_WORDS, Surrogates, restore
+
+TEXT = "USER: Where does Pieter Underwood live? Is Anton Donovan-Petrov's home near Pieter's?"
+NAMES = ("Pieter Underwood", "Anton Donovan-Petrov", "Pieter")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2):
+    return smollm2[1]
+
+
+def name_mask(tokenizer, text: str, names) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = tokenizer(text, return_offsets_mapping=True)
+    spans = [(m.start(), m.end()) for n in names for m in re.finditer(re.escape(n), text)]
+    mask = torch.tensor([any(a < e and s < b for s, e in spans) for a, b in enc["offset_mapping"]])
+    return torch.tensor(enc["input_ids"]), mask
+
+
+def test_every_name_word_gets_a_surrogate_of_the_same_length(tokenizer):
+    surrogates = Surrogates(tokenizer)
+    ids, mask = name_mask(tokenizer, TEXT, NAMES)
+    new = surrogates.ids(ids, mask)
+    assert new.shape == ids.shape and torch.equal(new[~mask], ids[~mask])
+    for k in mask.nonzero(as_tuple=True)[0].tolist():
+        if surrogates.kind(int(ids[k])) is None:  # "-" and "'s" stay as they are
+            assert new[k] == ids[k]
+        else:
+            assert surrogates.kind(int(new[k])) == surrogates.kind(int(ids[k]))
+    text = tokenizer.decode(new, skip_special_tokens=True)
+    for word in ("Pieter", "Underwood", "Anton", "Donovan", "Petrov"):
+        assert word not in text
+    assert "-" in text and "'s home" in text and text.startswith("USER: Where does ")
+    # the same word maps to the same surrogate wherever it stands; renames write every one back
+    renames = dict(surrogates.renames(ids, mask))
+    assert len(renames) == 5 and sorted(renames.values()) == sorted(
+        ["Pieter", "Underwood", "Anton", "Donovan", "Petrov"]
+    )
+    assert restore(text, list(renames.items())) == tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_surrogates_are_deterministic_per_seed(tokenizer):
+    ids, mask = name_mask(tokenizer, TEXT, NAMES)
+    a, b = Surrogates(tokenizer, seed=0), Surrogates(tokenizer, seed=0)
+    assert torch.equal(a.ids(ids, mask), b.ids(ids, mask))
+    others = [Surrogates(tokenizer, seed=s).ids(ids, mask) for s in (1, 2, 3)]
+    assert any(not torch.equal(o, a.ids(ids, mask)) for o in others)
+
+
+def test_restore_replaces_whole_words_only() -> None:
+    renames = [("Karlsson", "Donovan"), ("Karl", "Anton")]
+    assert restore("Karl Karlsson lives in Karlsruhe; Karl's dog.", renames) == (
+        "Anton Donovan lives in Karlsruhe; Anton's dog."
+    )
+    assert restore("nothing to do", []) == "nothing to do"
+
+
+def test_surrogate_words_are_nobody_in_the_benchmark() -> None:
+    """A surrogate must be someone the model never learned: no word of the synthetic profiles' or celebrities'
+    names."""
+    pools = {
+        w.lower() for w in (*vocab.FEMALE_FIRST, *vocab.MALE_FIRST, *vocab.LAST_NAMES, *CELEBRITY_NAME_PARTS)
+    }
+    assert not pools & {w.lower() for w in SURROGATE_WORDS}
+    assert all(w.isalpha() and w[0].isupper() for w in SURROGATE_WORDS)
+
+
+@pytest.mark.slow
+def test_a_flagged_celebrity_is_forgotten_and_keeps_their_name(smollm2):
+    """Real SmolLM2 knows Albert Einstein; substituted, it answers about a stranger under his name, while the
+    unflagged request in the same batch is answered exactly as by the unwrapped model."""
+    model, tokenizer = smollm2
+    guard = EcoGuard(
+        model, tokenizer, config=GuardConfig(corruption="substitute", strength=1.0, scope=("spans",))
+    )
+    prompts = ["Who was Albert Einstein? Answer in one sentence.", "What is the capital of France?"]
+    plain = guard.generate(prompts, max_new_tokens=24)
+    assert "physic" in plain[0] and "Paris" in plain[1]
+    flag = Flag(True, 1.0, "test", ("Albert Einstein",))
+    guarded = guard.generate(prompts, flags=[flag, False], max_new_tokens=24)
+    assert "Einstein" in guarded[0] and "physic" not in guarded[0] and "relativity" not in guarded[0]
+    assert guarded[1] == plain[1]
+    # at strength 1 the model reads exactly the surrogate's tokens: the same answer as the plain model given the
+    # prompt with the surrogate name spelled out, written back
+    request = guard._requests(prompts[:1])[0]
+    batch = guard.encode([request])
+    mask = guard.prompt_mask(batch.prompts[0], batch.ids[0], flag.terms)
+    surrogate_ids = guard.surrogates.ids(batch.ids[0], mask)
+    with torch.no_grad():
+        out = model.generate(surrogate_ids[None], attention_mask=torch.ones_like(surrogate_ids[None]),
+                             max_new_tokens=24, do_sample=False, pad_token_id=guard.pad_token_id)  # fmt: skip
+    spelled = tokenizer.decode(out[0, surrogate_ids.numel() :], skip_special_tokens=True)
+    renames = guard.surrogates.renames(batch.ids[0], mask)
+    assert {original for _, original in renames} == {"Albert", "Einstein"}
+    assert restore(spelled, renames) == guarded[0]
+    # strength 0 is the plain model
+    guard.config = guard.config.replace(strength=0.0)
+    assert guard.generate(prompts, flags=[flag, False], max_new_tokens=24) == plain
