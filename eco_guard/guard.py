@@ -115,6 +115,7 @@ class EcoGuard:
         if self.pad_token_id is None:
             self.pad_token_id = self.tokenizer.eos_token_id
         self.projector = _find_projector(model) if self.multimodal else None
+        self._surrogates: Surrogates | None = None
 
     def __getattr__(self, name: str) -> Any:
         if name == "model":  # not yet set: avoid recursion during unpickling or early errors
@@ -535,11 +536,9 @@ class EcoGuard:
     @property
     def surrogates(self) -> Surrogates:
         """The surrogate-name map of this tokenizer and ``config.seed`` (built once per seed)."""
-        cached = self.__dict__.get("_surrogates")
-        if cached is None or cached.seed != self.config.seed:
-            cached = Surrogates(self.tokenizer, seed=self.config.seed)
-            self.__dict__["_surrogates"] = cached
-        return cached
+        if self._surrogates is None or self._surrogates.seed != self.config.seed:
+            self._surrogates = Surrogates(self.tokenizer, seed=self.config.seed)
+        return self._surrogates
 
     def _surrogate_embeds(self, p: RowPlan) -> torch.Tensor:
         """The embeddings of row plan ``p``'s segment with its masked words read as the surrogate name's."""

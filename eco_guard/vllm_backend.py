@@ -77,7 +77,8 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class GuardedOutput:
-    """The answer to one request, or why there is none."""
+    """The answer to one request, or why there is none. ``token_ids`` are the engine's own: a name the
+    ``substitute`` corruption replaced stays a surrogate there, while ``text`` has the real name back."""
 
     text: str | None
     flagged: bool = False
