@@ -107,6 +107,14 @@ def test_a_flagged_celebrity_is_forgotten_and_keeps_their_name(smollm2):
     renames = guard.surrogates.renames(batch.ids[0], mask)
     assert {original for _, original in renames} == {"Albert", "Einstein"}
     assert restore(spelled, renames) == guarded[0]
+    # scoring reads the same surrogate: the known continuation loses its lead
+    facts = ["Albert Einstein is best known for his theory of", "Marie Curie is best known for her research on"]
+    options = [[" relativity", " cooking"], [" radioactivity", " cooking"]]
+    names = [Flag(True, 1.0, "test", ("Albert Einstein",)), Flag(True, 1.0, "test", ("Marie Curie",))]
+    known = guard.score(facts, options, chat_template=False)
+    forgotten = guard.score(facts, options, flags=names, chat_template=False)
+    for (k_fact, k_other), (f_fact, f_other) in zip(known, forgotten, strict=True):
+        assert k_fact - k_other > 8 and f_fact < k_fact - 2 and f_fact - f_other < k_fact - k_other - 5
     # strength 0 is the plain model
     guard.config = guard.config.replace(strength=0.0)
     assert guard.generate(prompts, flags=[flag, False], max_new_tokens=24) == plain
