@@ -108,7 +108,10 @@ def test_a_flagged_celebrity_is_forgotten_and_keeps_their_name(smollm2):
     assert {original for _, original in renames} == {"Albert", "Einstein"}
     assert restore(spelled, renames) == guarded[0]
     # scoring reads the same surrogate: the known continuation loses its lead
-    facts = ["Albert Einstein is best known for his theory of", "Marie Curie is best known for her research on"]
+    facts = [
+        "Albert Einstein is best known for his theory of",
+        "Marie Curie is best known for her research on",
+    ]
     options = [[" relativity", " cooking"], [" radioactivity", " cooking"]]
     names = [Flag(True, 1.0, "test", ("Albert Einstein",)), Flag(True, 1.0, "test", ("Marie Curie",))]
     known = guard.score(facts, options, chat_template=False)
