@@ -6,15 +6,16 @@ embeddings toward those of a surrogate name, so the model reads about someone it
 words in its answer are then written back as the original ones (:func:`restore`).
 
 Each word of the name is replaced by a surrogate word of the same token count, so positions, lengths and the rest of
-the prompt are untouched; punctuation and digits stay. The choice depends only on the word's token ids and the seed:
-the same name gets the same surrogate in every request, turn and backend.
+the prompt are untouched; punctuation and digits stay. The choice depends on the word's token ids and the seed: the
+same name gets the same surrogate in every request, turn and backend, unless that surrogate is a word the request
+already has (then the next one is taken, so that writing names back never rewrites a word the user wrote).
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 import torch
 
@@ -71,7 +72,7 @@ class Surrogates:
         empty = [kind for kind, ids in self.pieces.items() if not ids]
         if empty:
             raise ValueError(f"the tokenizer yields no surrogate pieces of kind {empty}")
-        self._cache: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._cache: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
 
     def kind(self, token_id: int) -> str | None:
         """``spaced`` (starts a word), ``capital`` (a capitalized piece without a space marker), ``inner``, or None
@@ -87,20 +88,24 @@ class Surrogates:
             return "spaced"
         return "capital" if letters[0].isupper() else "inner"
 
-    def word(self, ids: Sequence[int]) -> tuple[int, ...]:
-        """The surrogate of one word's token ids (same length, never the word itself)."""
+    def word(self, ids: Sequence[int], avoid: Set[tuple[int, ...]] = frozenset()) -> tuple[int, ...]:
+        """The surrogate of one word's token ids: same length, never the word itself nor a word in ``avoid`` (the
+        request's other words, so that writing the surrogate back cannot touch a word the request really has)."""
         ids = tuple(int(i) for i in ids)
+        return next((w for w in self._order(ids) if w not in avoid), self._order(ids)[-1])
+
+    def _order(self, ids: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """The word's surrogate candidates in preference order (cached per word, not per request)."""
         if ids not in self._cache:
             draw = zlib.crc32(f"{self.seed}:{ids}".encode())
-            candidates = [w for w in self.words.get((self.kind(ids[0]), len(ids)), []) if w != ids]
-            if candidates:
-                self._cache[ids] = candidates[draw % len(candidates)]
-            else:
-                out = []
-                for k, i in enumerate(ids):
-                    pool = [p for p in self.pieces[self.kind(i) or "inner"] if p != i] or [i]
-                    out.append(pool[zlib.crc32(f"{draw}:{k}".encode()) % len(pool)])
-                self._cache[ids] = tuple(out)
+            candidates = self.words.get((self.kind(ids[0]), len(ids)), [])
+            n = len(candidates)
+            order = [candidates[(draw + k) % n] for k in range(n)]
+            pieces = []
+            for k, i in enumerate(ids):  # last resort: piece by piece
+                pool = [p for p in self.pieces[self.kind(i) or "inner"] if p != i] or [i]
+                pieces.append(pool[zlib.crc32(f"{draw}:{k}".encode()) % len(pool)])
+            self._cache[ids] = [w for w in order if w != ids] + [tuple(pieces)]
         return self._cache[ids]
 
     def _words(self, ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
@@ -118,20 +123,33 @@ class Surrogates:
             last = k
         return words
 
+    def _surrogates(self, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[list[int], tuple[int, ...]]]:
+        """(positions, surrogate ids) of each masked word; no surrogate is a word the request already has."""
+        every = torch.ones_like(mask, dtype=torch.bool)
+        avoid = {tuple(int(ids[k]) for k in w) for w in self._words(ids, every)}
+        chosen: dict[tuple[int, ...], tuple[int, ...]] = {}
+        out = []
+        for positions in self._words(ids, mask):
+            original = tuple(int(ids[k]) for k in positions)
+            if original not in chosen:
+                chosen[original] = self.word(original, avoid - {original})
+                avoid.add(chosen[original])  # two words of a request never share a surrogate
+            out.append((positions, chosen[original]))
+        return out
+
     def ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``ids`` with every masked word replaced by its surrogate (other tokens unchanged)."""
         out = ids.clone()
-        for positions in self._words(ids, mask):
-            out[positions] = torch.tensor(self.word([int(ids[k]) for k in positions]), dtype=ids.dtype)
+        for positions, surrogate in self._surrogates(ids, mask):
+            out[positions] = torch.tensor(surrogate, dtype=ids.dtype)
         return out
 
     def renames(self, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[str, str]]:
         """(surrogate word, original word) for each masked word, longest surrogate first."""
         pairs: dict[str, str] = {}
-        for positions in self._words(ids, mask):
-            original = [int(ids[k]) for k in positions]
-            before = self.tokenizer.decode(original).strip()
-            after = self.tokenizer.decode(list(self.word(original))).strip()
+        for positions, surrogate in self._surrogates(ids, mask):
+            before = self.tokenizer.decode([int(ids[k]) for k in positions]).strip()
+            after = self.tokenizer.decode(list(surrogate)).strip()
             if after and after != before:
                 pairs.setdefault(after, before)
         return sorted(pairs.items(), key=lambda pair: -len(pair[0]))

@@ -53,6 +53,21 @@ def test_every_name_word_gets_a_surrogate_of_the_same_length(tokenizer):
     assert restore(text, list(renames.items())) == tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def test_a_surrogate_is_never_a_word_the_request_has(tokenizer):
+    """Writing names back must not rewrite the user's own words: a surrogate that the request already contains (or
+    that another name of it got) is passed over for the next one."""
+    surrogates = Surrogates(tokenizer)
+    ids, mask = name_mask(tokenizer, "Where does Anton Donovan live?", ["Anton Donovan"])
+    usual = dict(surrogates.renames(ids, mask))
+    taken = next(s for s, original in usual.items() if original == "Anton")
+    text = f"Did {taken} meet Anton Donovan? {taken} says so."
+    ids, mask = name_mask(tokenizer, text, ["Anton Donovan"])
+    renames = surrogates.renames(ids, mask)
+    assert taken not in dict(renames) and len({s for s, _ in renames}) == 2
+    written = tokenizer.decode(surrogates.ids(ids, mask), skip_special_tokens=True)
+    assert restore(written, renames) == text
+
+
 def test_surrogates_are_deterministic_per_seed(tokenizer):
     ids, mask = name_mask(tokenizer, TEXT, NAMES)
     a, b = Surrogates(tokenizer, seed=0), Surrogates(tokenizer, seed=0)
