@@ -91,8 +91,8 @@ class Surrogates:
     def word(self, ids: Sequence[int], avoid: Set[tuple[int, ...]] = frozenset()) -> tuple[int, ...]:
         """The surrogate of one word's token ids: same length, never the word itself nor a word in ``avoid`` (the
         request's other words, so that writing the surrogate back cannot touch a word the request really has)."""
-        ids = tuple(int(i) for i in ids)
-        return next((w for w in self._order(ids) if w not in avoid), self._order(ids)[-1])
+        order = self._order(tuple(int(i) for i in ids))
+        return next((w for w in order if w not in avoid), order[-1])
 
     def _order(self, ids: tuple[int, ...]) -> list[tuple[int, ...]]:
         """The word's surrogate candidates in preference order (cached per word, not per request)."""
@@ -132,7 +132,7 @@ class Surrogates:
         for positions in self._words(ids, mask):
             original = tuple(int(ids[k]) for k in positions)
             if original not in chosen:
-                chosen[original] = self.word(original, avoid - {original})
+                chosen[original] = self.word(original, avoid)
                 avoid.add(chosen[original])  # two words of a request never share a surrogate
             out.append((positions, chosen[original]))
         return out
