@@ -56,6 +56,7 @@ class Surrogates:
     def __init__(self, tokenizer, seed: int = 0, vocabulary: Sequence[str] = SURROGATE_WORDS) -> None:
         self.tokenizer = tokenizer
         self.seed = int(seed)
+        self._kinds: dict[int, str | None] = {}
         pieces: dict[str, set[int]] = {kind: set() for kind in _KINDS}
         words: dict[tuple[str, int], set[tuple[int, ...]]] = {}
         for word in dict.fromkeys(vocabulary):
@@ -76,17 +77,20 @@ class Surrogates:
 
     def kind(self, token_id: int) -> str | None:
         """``spaced`` (starts a word), ``capital`` (a capitalized piece without a space marker), ``inner``, or None
-        for a token with anything but letters (kept as it is)."""
-        piece = self.tokenizer.convert_ids_to_tokens(int(token_id))
-        if not isinstance(piece, str):
-            return None
-        spaced = piece.startswith(SPACE_MARKERS)
-        letters = piece[1:] if spaced else piece
-        if not letters.isalpha():
-            return None
-        if spaced:
-            return "spaced"
-        return "capital" if letters[0].isupper() else "inner"
+        for a token with anything but letters (kept as it is). Cached per id: every flagged prompt is walked whole
+        to find the words a surrogate must avoid."""
+        token_id = int(token_id)
+        if token_id not in self._kinds:
+            piece = self.tokenizer.convert_ids_to_tokens(token_id)
+            spaced = isinstance(piece, str) and piece.startswith(SPACE_MARKERS)
+            letters = piece[1:] if spaced else piece
+            if not isinstance(letters, str) or not letters.isalpha():
+                self._kinds[token_id] = None
+            elif spaced:
+                self._kinds[token_id] = "spaced"
+            else:
+                self._kinds[token_id] = "capital" if letters[0].isupper() else "inner"
+        return self._kinds[token_id]
 
     def word(self, ids: Sequence[int], avoid: Set[tuple[int, ...]] = frozenset()) -> tuple[int, ...]:
         """The surrogate of one word's token ids: same length, never the word itself nor a word in ``avoid`` (the
