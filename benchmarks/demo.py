@@ -54,7 +54,7 @@ class DemoSettings:
     max_new_tokens: int = 32
     batch_size: int = 8
     seed: int = 0
-    budget: int = 16
+    budget: int = 8
     metric: str = "goals"
     """What the corruption search matches to the never-trained profiles: ``goals`` (the mean distance over the
     goal metrics: stated multiple choice, cloze and ROUGE-L, scored as the benchmark scores them) or one of
@@ -64,15 +64,23 @@ class DemoSettings:
     """On the names' tokens: ``substitute`` moves them toward a surrogate name (the answer keeps the person's name,
     as a model that never learned them would; noise garbled the name: text-only ROUGE-L 0.20 vs never-trained
     0.74)."""
-    image_corruption: str = "noise_first_n"
+    image_corruption: str = "substitute"
+    """On the image features of "this person" questions: ``substitute`` moves them toward a surrogate face (a
+    portrait drawn for no profile, which the model never saw), the picture analogue of a surrogate name; noise
+    made every face read alike ("Cork, Ireland" for anyone) and answers worse than never-trained."""
+    surrogate_faces: int = 8
     dims: int | None = None
     """Dimensions the noise touches; None: all of them (isotropic noise on the image features, and on the names'
     tokens when ``corruption`` is a noise; ECO's single dimension needs a strength so large on this small model
     that answers stop being sentences before the person is forgotten)."""
     scope: tuple[str, ...] = ("spans", "image")
     strength_range: tuple[float, float] = (1e-3, 1.0)
+    """Searched on a log scale for a noise family."""
+    blend_range: tuple[float, float] = (0.5, 1.0)
+    """Searched on a linear scale for ``substitute`` (a blend weight: at 1 the surrogate alone is read)."""
     initial_strength: float = 0.03
     strengths: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+    blend_strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
     logprob: bool = False
     """Also score multiple choice by option log-likelihood (``classification_logprob_acc``, no goal reads it): one
     more forward pass per option, which doubles the evaluation time on two CPU cores."""
@@ -315,14 +323,18 @@ def figure(path: Path, sweep_rows: Sequence[Mapping[str, float]], vanilla: Mappi
     try:
         if sweep_rows:
             positive = [r["strength"] for r in sweep_rows if r["strength"] > 0] or [1.0]
-            floor = min(positive) / 3
+            log = max(positive) / min(positive) > 20  # noise strengths span decades; a blend weight does not
+            floor = min(positive) / 3 if log else 0.0
             xs = [max(r["strength"], floor) for r in sweep_rows]
             left.plot(xs, [r["forget"] for r in sweep_rows], "o-", color="tab:red", label="forget (flagged)")
             left.plot(
                 xs, [r["retain"] for r in sweep_rows], "s-", color="tab:blue", label="retain (classifier)"
             )
-            left.set_xscale("log")
-            left.set_xlabel(f"corruption strength (0 plotted at {floor:.2g})")
+            if log:
+                left.set_xscale("log")
+            left.set_xlabel(
+                f"corruption strength (0 plotted at {floor:.2g})" if log else "corruption strength"
+            )
             left.set_ylabel("answer log-likelihood per token")
             left.set_title("knowledge vs corruption strength")
             left.legend()
@@ -372,6 +384,23 @@ def timed(settings: DemoSettings, name: str, fn: Callable[[], Any]) -> Any:
     finally:
         settings.timings[name] = round(time.perf_counter() - start, 1)
         logger.info("demo step %s: %.1f s", name, settings.timings[name])
+
+
+def surrogate_faces(data: Any, n: int) -> list[Any]:
+    """``n`` portraits drawn for nobody (indices past every profile and celebrity, their own seed): faces the demo
+    model never saw, for the guard's ``image_surrogates``."""
+    import random
+
+    from benchmarks.mllmu import portraits, vocab
+
+    rng = random.Random(f"{data.seed}:surrogate-faces")
+    first = data.n_profiles + data.n_celebrities
+    return [
+        portraits.draw_portrait(
+            portraits.draw_traits(first + k, rng, rng.choice(vocab.EYES)), data.image_size
+        )
+        for k in range(n)
+    ]
 
 
 def load_vanilla(settings: DemoSettings) -> tuple[Any, Any, Any, dict[str, Any], str]:
@@ -493,6 +522,8 @@ def optimize(
     """nevergrad search of the corruption strengths, one per modality: the guarded forget scores of that
     modality's questions -> the never-trained profiles' scores on the same modality (``settings.metric``)."""
     from eco_guard.config import GuardConfig
+    from eco_guard.corruption import USES_TARGET
+    from eco_guard.guard import IMAGE_SURROGATES, save_image_surrogates
     from eco_guard.optimize import ScoredItem, SearchSpace, optimize_guard
 
     if cached(out, key, "optimize") and (out / "search.json").is_file():
@@ -524,15 +555,20 @@ def optimize(
             metric = settings.metric
             if not items or not target:
                 continue
+        family = settings.image_corruption if parameter == "image_strength" else settings.corruption
+        blend = USES_TARGET[family]
+        space = SearchSpace(settings.blend_range if blend else settings.strength_range, parameter=parameter,
+                            scale="linear" if blend else "log")  # fmt: skip
         result = optimize_guard(
             guard, items, target=target, metric=metric, tolerance=FORGET_TOLERANCE / 2,
             budget=settings.budget, seed=settings.seed, chat_template=False, batch_size=settings.batch_size,
-            space=SearchSpace(settings.strength_range, parameter=parameter), max_new_tokens=settings.max_new_tokens,
-            output_dir=out / f"search_{modality}",
+            space=space, max_new_tokens=settings.max_new_tokens, output_dir=out / f"search_{modality}",
         )  # fmt: skip
         searches[modality] = {"parameter": parameter, "best": asdict(result.best), "target": result.target,
                               "reached": result.reached, "evaluations": len(result.trace), "metric": result.metric}  # fmt: skip
     guard.config.save_pretrained(out)
+    if guard.image_surrogates is not None:
+        save_image_surrogates(out / IMAGE_SURROGATES, guard.image_surrogates)
     (out / "search.json").write_text(json.dumps(searches, indent=2, sort_keys=True) + "\n")
     mark(out, key, "optimize")
     return searches
@@ -541,6 +577,7 @@ def optimize(
 def run_demo(settings: DemoSettings) -> DemoReport:
     """Every step of the demo; a step whose package is not installed yet is reported in ``missing``."""
     from eco_guard.config import GuardConfig
+    from eco_guard.corruption import USES_TARGET
     from eco_guard.guard import EcoGuard
 
     out = settings.out
@@ -572,12 +609,20 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         classifier = None
     if classifier is not None:
         dims = settings.dims or int(model.get_input_embeddings().embedding_dim)
+        blend = USES_TARGET[settings.corruption]
         config = GuardConfig(corruption=settings.corruption, image_corruption=settings.image_corruption, dims=dims,
-                             scope=settings.scope, strength=settings.initial_strength, seed=settings.seed)  # fmt: skip
-        guard = EcoGuard(model, processor, classifier=classifier, config=config)
+                             scope=settings.scope, strength=1.0 if blend else settings.initial_strength,
+                             seed=settings.seed)  # fmt: skip
+        faces = (
+            surrogate_faces(data, settings.surrogate_faces)
+            if USES_TARGET[settings.image_corruption]
+            else None
+        )
+        guard = EcoGuard(model, processor, classifier=classifier, config=config, image_surrogates=faces)
         try:
             search_key = fingerprint(base_key, settings.fpr, settings.budget, settings.metric, asdict(config),
-                                     settings.strength_range, SEARCHES)  # fmt: skip
+                                     settings.strength_range, settings.blend_range, settings.surrogate_faces,
+                                     SEARCHES)  # fmt: skip
             timed(settings, "optimize", lambda: optimize(
                 guard, root, reference, never, data.forget, out / "guard", settings, search_key))  # fmt: skip
         except ImportError as err:
@@ -592,8 +637,9 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         forget_gen = benchmark_items(root, data.forget, "forget", "generation", settings.seed, settings.limit)
         retain_gen = benchmark_items(root, data.forget, "retain", "generation", settings.seed, settings.limit)
         sweep_rows = timed(
-            settings, "sweep", lambda: sweep(guard, forget_gen, retain_gen, settings.strengths)
-        )
+            settings, "sweep", lambda: sweep(guard, forget_gen, retain_gen,
+                                             settings.blend_strengths if blend else settings.strengths)
+        )  # fmt: skip
         (out / "results" / "sweep.json").write_text(json.dumps(sweep_rows, indent=2) + "\n")
     text = table(vanilla, guarded, never)
     checks = goals(vanilla, guarded, never) if guarded is not None else []

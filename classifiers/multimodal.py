@@ -3,8 +3,17 @@
 Per request, each detector gives a raw score: ``text`` (the text classifier's probability, except that a
 forget-target name found by the span detector outranks any probability: ``1 + match score``) and, for requests with
 an image, ``image`` (best similarity to a forget identity). Each raw score becomes a conformal p-value against
-held-out negative requests of the same modality (text-only or image+text); with ``k`` detectors in that modality
-the request's score is ``1 - min(1, k * min p)`` and it is flagged when ``score >= 1 - fpr``.
+held-out negative requests of the same modality (text-only or image+text). A modality with one detector scores
+``1 - p``. With two (image+text), ``combine`` says how the p-values share the rate:
+
+- ``split`` (default, given ``split_negatives(fpr)`` negatives; else Bonferroni): the modality's negatives are
+  split in two; the first half calibrates each detector, the second calibrates the smallest p-value itself, so
+  the request's score is ``1 - p'`` with ``p'`` the conformal p-value of ``min p`` among the second half's. The
+  image detector thereby gets the whole rate when the text one is quiet on pictures (its usual state: "this
+  person" questions name nobody), where a union bound gave each detector half.
+- ``bonferroni``: score ``1 - min(1, k * min p)`` over the ``k`` detectors, all negatives for each.
+
+A request is flagged when ``score >= 1 - fpr``.
 
 The text detector never fires below probability ``text_floor`` (default 0.5, the head's own boundary): when all
 calibration negatives score near 0, their 1% quantile is a tiny number that any shift in prompt format (few-shot
@@ -19,14 +28,16 @@ rate it stays a backstop for an obfuscation the span detector would miss. Dividi
 makes it larger, so the guarantee below holds as it is.
 
 Guarantee (see :mod:`classifiers.calibration`): if the calibration negatives of a modality and a future negative
-request of that modality are exchangeable, the request is flagged with probability at most ``fpr``. Since the
-score is ``1 -`` a valid p-value, ``GuardConfig.threshold = 1 - a`` later picks any other rate ``a`` without
+request of that modality are exchangeable, the request is flagged with probability at most ``fpr``. For ``split``
+this is split conformal: given the first half, ``min p`` is a fixed function of the request, and the second half
+and the request are exchangeable. Since the score is ``1 -`` a valid p-value, ``GuardConfig.threshold = 1 - a`` later picks any other rate ``a`` without
 refitting. The false-negative rate is measured, not promised (``classifier_report.json``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +58,17 @@ logger = logging.getLogger(__name__)
 MODALITIES = ("text", "image")
 TEXT_HEAD_SHARE = 0.25
 """The share of the text detector's false-positive rate the head gets when no forget name is found (see above)."""
+COMBINES = ("split", "bonferroni")
+SPLIT_PER_RATE = 4
+"""Each half of a split modality holds at least ``SPLIT_PER_RATE / fpr`` negatives. The first half must resolve
+p-values well below ``fpr``: a request above all of its negatives gets its smallest p-value, which about
+``n2 / (n1 + 1)`` second-half negatives share; with ``n1 = n2 = 4 / fpr`` that is one, against the ``4`` the second
+half may flag. With fewer negatives the modality falls back to ``bonferroni``."""
+
+
+def split_negatives(fpr: float) -> int:
+    """Negatives a ``split`` modality needs (both halves); below it, ``bonferroni`` is used."""
+    return 2 * math.ceil(SPLIT_PER_RATE / fpr - 1e-9)
 
 
 class MultimodalClassifier:
@@ -63,9 +85,14 @@ class MultimodalClassifier:
         batch_size: int = 256,
         text_floor: float = 0.5,
         text_head_share: float = TEXT_HEAD_SHARE,
+        combine: str = "split",
+        random_state: int = 0,
     ) -> None:
         if not 0 < fpr < 1:
             raise ValueError(f"fpr must lie in (0, 1), got {fpr!r}")
+        if combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+        self.combine, self.random_state = combine, random_state
         if not 0 < text_head_share <= 1:
             raise ValueError(f"text_head_share must lie in (0, 1], got {text_head_share!r}")
         self.text_floor = float(text_floor)
@@ -74,6 +101,8 @@ class MultimodalClassifier:
         self.fpr = fpr
         self.batch_size = batch_size
         self.calibrators_: dict[str, dict[str, ConformalCalibrator]] = {}
+        self.combined_: dict[str, ConformalCalibrator] = {}
+        """Per modality calibrated by ``split``: the calibrator of ``1 - min p`` (its second half)."""
 
     def detectors(self, modality: str) -> tuple[str, ...]:
         return ("text", "image") if modality == "image" and self.image is not None else ("text",)
@@ -117,25 +146,43 @@ class MultimodalClassifier:
         requests = [to_request(r) for r in negatives]
         raw = self._raw_in_batches(requests, "calibrating")
         modality = np.array([_modality(r) for r in requests])
-        self.calibrators_ = {}
+        self.calibrators_, self.combined_ = {}, {}
+        rng = np.random.default_rng(self.random_state)
         for m in MODALITIES:
-            rows = modality == m
-            if not rows.any():
+            rows = np.flatnonzero(modality == m)
+            if not rows.size:
                 continue
-            k = len(self.detectors(m))
-            if rows.sum() < min_negatives(self.fpr, k):
-                logger.warning(
-                    "%s: %d calibration negatives; at least %d are needed to flag anything at fpr=%g",
-                    m,
-                    int(rows.sum()),
-                    min_negatives(self.fpr, k),
-                    self.fpr,
-                )
-            self.calibrators_[m] = {d: ConformalCalibrator(raw[d][rows]) for d in self.detectors(m)}
+            detectors = self.detectors(m)
+            split = self.combine == "split" and len(detectors) > 1
+            if split and rows.size < split_negatives(self.fpr):
+                logger.info("%s: %d calibration negatives, %d needed to split them: Bonferroni instead",
+                            m, rows.size, split_negatives(self.fpr))  # fmt: skip
+                split = False
+            if rows.size < min_negatives(self.fpr, len(detectors)):
+                logger.warning("%s: %d calibration negatives; at least %d are needed to flag anything at fpr=%g",
+                               m, rows.size, min_negatives(self.fpr, len(detectors)), self.fpr)  # fmt: skip
+            first, second = (rows, None)
+            if split:
+                order = rng.permutation(rows)
+                first, second = order[: rows.size // 2], order[rows.size // 2 :]
+            self.calibrators_[m] = {d: ConformalCalibrator(raw[d][first]) for d in detectors}
+            if second is not None:
+                min_p = self._min_p(m, {d: raw[d][second] for d in detectors})[0]
+                self.combined_[m] = ConformalCalibrator(1.0 - min_p)
         return self
 
+    def _min_p(self, modality: str, raw: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+        """Per request of ``modality``: the smallest detector p-value (text after its floor and the head's share)
+        and the detector that gave it."""
+        p = {d: c.p_values(raw[d]) for d, c in self.calibrators_[modality].items()}
+        if "text" in p:
+            p["text"] = np.array([self._text_p(r, q) for r, q in zip(raw["text"], p["text"], strict=True)])
+        names = list(p)
+        stacked = np.stack([p[d] for d in names])
+        return stacked.min(0), [names[j] for j in stacked.argmin(0)]
+
     def scores(self, requests: Sequence[PromptLike]) -> tuple[np.ndarray, list[str]]:
-        """``(score, firing detector)`` per request: score is one minus the Bonferroni-adjusted p-value."""
+        """``(score, firing detector)`` per request: score is one minus the combined p-value (see the module)."""
         return self._scores_and_terms(requests)[:2]
 
     def _scores_and_terms(
@@ -147,19 +194,22 @@ class MultimodalClassifier:
             )
         requests = [to_request(r) for r in requests]
         raw, terms = self._raw_and_terms(requests)
-        out, sources = np.zeros(len(requests)), []
-        for i, request in enumerate(requests):
-            m = _modality(request)
+        modality = np.array([_modality(r) for r in requests])
+        out, sources = np.zeros(len(requests)), [""] * len(requests)
+        for m in dict.fromkeys(modality.tolist()):
             if m not in self.calibrators_:
                 raise NotFittedError(
                     f"no calibration for {m} requests; calibrate on negatives of that modality too"
                 )
-            p = {d: float(c.p_values([raw[d][i]])[0]) for d, c in self.calibrators_[m].items()}
-            if "text" in p:
-                p["text"] = self._text_p(raw["text"][i], p["text"])
-            best = min(p, key=p.get)
-            out[i] = 1.0 - min(1.0, len(p) * p[best])
-            sources.append(best)
+            rows = np.flatnonzero(modality == m)
+            min_p, best = self._min_p(m, {d: raw[d][rows] for d in self.calibrators_[m]})
+            if m in self.combined_:
+                p = self.combined_[m].p_values(1.0 - min_p)
+            else:
+                p = np.minimum(1.0, len(self.calibrators_[m]) * min_p)
+            out[rows] = 1.0 - p
+            for i, source in zip(rows, best, strict=True):
+                sources[i] = source
         return out, sources, terms
 
     def _text_p(self, raw: float, p: float) -> float:
@@ -206,13 +256,18 @@ class MultimodalClassifier:
             self.image.save_pretrained(folder / "image")
         save_arrays(
             folder / "calibration.safetensors",
-            {f"{m}.{d}": c.negatives_ for m, cs in self.calibrators_.items() for d, c in cs.items()},
+            {
+                **{f"{m}.{d}": c.negatives_ for m, cs in self.calibrators_.items() for d, c in cs.items()},
+                **{f"{m}.combined": c.negatives_ for m, c in self.combined_.items()},
+            },
         )
         config = {
             "fpr": self.fpr,
             "batch_size": self.batch_size,
             "text_floor": self.text_floor,
             "text_head_share": self.text_head_share,
+            "combine": self.combine,
+            "random_state": self.random_state,
             "terms": self.terms is not None,
             "image": self.image is not None,
             "calibrated": {m: sorted(cs) for m, cs in self.calibrators_.items()},
@@ -233,14 +288,19 @@ class MultimodalClassifier:
             if config["image"]
             else None
         )
-        # files written before the head had its own share gave it the whole rate
+        # files written before the head had its own share gave it the whole rate; before split, Bonferroni
         model = cls(text, terms, image, fpr=config["fpr"], batch_size=config["batch_size"],
-                    text_floor=config.get("text_floor", 0.5),
-                    text_head_share=config.get("text_head_share", 1.0))  # fmt: skip
+                    text_floor=config.get("text_floor", 0.5), text_head_share=config.get("text_head_share", 1.0),
+                    combine=config.get("combine", "bonferroni"), random_state=config.get("random_state", 0))  # fmt: skip
         arrays = load_arrays(folder / "calibration.safetensors")
         model.calibrators_ = {
             m: {d: ConformalCalibrator(arrays[f"{m}.{d}"]) for d in detectors}
             for m, detectors in config["calibrated"].items()
+        }
+        model.combined_ = {
+            m: ConformalCalibrator(arrays[f"{m}.combined"])
+            for m in config["calibrated"]
+            if f"{m}.combined" in arrays
         }
         return model
 
@@ -249,13 +309,23 @@ class MultimodalClassifier:
         detector, ``head_threshold`` is the head's, when no name is found)."""
         out: dict[str, Any] = {}
         for m, cs in self.calibrators_.items():
-            out[m] = {
-                d: {"negatives": c.n, "threshold": c.threshold(self.fpr / len(cs))} for d, c in cs.items()
-            }
+            alpha = self._detector_rate(m)
+            out[m] = {d: {"negatives": c.n, "threshold": c.threshold(alpha)} for d, c in cs.items()}
             if "text" in cs:
-                head = cs["text"].threshold(self.text_head_share * self.fpr / len(cs))
+                head = cs["text"].threshold(self.text_head_share * alpha)
                 out[m]["text"]["head_threshold"] = max(head, self.text_floor)
+            if m in self.combined_:
+                out[m]["combined"] = {"negatives": self.combined_[m].n, "detector_rate": alpha}
         return out
+
+    def _detector_rate(self, modality: str) -> float:
+        """The p-value at or below which one detector alone flags a request of ``modality``."""
+        k = len(self.calibrators_[modality])
+        combined = self.combined_.get(modality)
+        if combined is None:
+            return self.fpr / k
+        threshold = combined.threshold(self.fpr)  # flagged when 1 - min p > threshold
+        return float(np.clip(1.0 - threshold, 0.0, 1.0)) if np.isfinite(threshold) else 0.0
 
 
 def _modality(request: Request) -> str:

@@ -18,7 +18,7 @@ from classifiers.attacks import FAMILIES
 from classifiers.augment import transform
 from classifiers.calibration import false_negative_rate, false_positive_rate, min_negatives
 from classifiers.image import ImageEncoder, ImageIdentityClassifier
-from classifiers.multimodal import TEXT_HEAD_SHARE, MultimodalClassifier
+from classifiers.multimodal import TEXT_HEAD_SHARE, MultimodalClassifier, split_negatives
 from classifiers.prompts import TEMPLATES, general_prompts
 from classifiers.terms import TermDetector, fold, typo_distance
 from classifiers.text import TextClassifier
@@ -104,7 +104,9 @@ def fit_classifier(
             [p.image for p in forget] + [p.image for p in others],
             [p.identity for p in forget] + [None] * len(others),
         )
-    classifier = MultimodalClassifier(text, terms, image, fpr=fpr, text_head_share=text_head_share)
+    classifier = MultimodalClassifier(
+        text, terms, image, fpr=fpr, text_head_share=text_head_share, random_state=seed
+    )
 
     cal_people = groups["retain"][1] + groups["celebrity"][1]
     calibration = calibration_negatives(
@@ -238,7 +240,8 @@ def calibration_negatives(
     if not pictured:
         logger.warning("no calibration person has an image: image requests cannot be calibrated")
         return text
-    wanted = int(np.ceil(margin * min_negatives(fpr, 2)))
+    # enough for a split calibration (the default), which halves them
+    wanted = int(np.ceil(max(margin * min_negatives(fpr, 2), 1.25 * split_negatives(fpr))))
     images = []
     for k in range(wanted):
         person, round_ = pictured[k % len(pictured)], k // len(pictured)

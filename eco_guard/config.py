@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from eco_guard.corruption import CORRUPTIONS, USES_TARGET, CorruptionParams
+from eco_guard.corruption import CORRUPTIONS, CorruptionParams
 
 CONFIG_NAME = "guard_config.json"
 FORMAT_VERSION = 1
@@ -45,8 +45,8 @@ class GuardConfig:
     image_corruption: str | None = field(
         default=None,
         metadata={
-            "help": "corruption family on image features (scope image); None: the same as corruption. Needed "
-            "when corruption is 'substitute', which moves names toward a surrogate name and has no image analogue"
+            "help": "corruption family on image features (scope image); None: the same as corruption. "
+            "'substitute' moves them toward a surrogate face's features (EcoGuard's image_surrogates)"
         },
     )
     dims: int = field(
@@ -76,11 +76,6 @@ class GuardConfig:
         if self.image_corruption is not None and self.image_corruption not in CORRUPTIONS:
             raise ValueError(
                 f"unknown image_corruption {self.image_corruption!r}; valid names: {', '.join(sorted(CORRUPTIONS))}"
-            )
-        if "image" in self.scope and USES_TARGET[self.image_corruption_name]:
-            raise ValueError(
-                f"corruption {self.image_corruption_name!r} moves text tokens toward a surrogate name and cannot act "
-                "on image features: set image_corruption (e.g. 'noise_first_n') or leave 'image' out of the scope"
             )
         if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)):
             raise ValueError(f"strength must be a number, got {self.strength!r}")

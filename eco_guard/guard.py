@@ -32,8 +32,13 @@ from eco_guard.surrogates import Surrogates, restore
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_DIR = "classifier"
+IMAGE_SURROGATES = "image_surrogates.safetensors"
 CLASSIFIER_META = "classifier.json"
 TRUSTED_CLASSIFIER_MODULES = ("classifiers.",)
+_NO_SURROGATE_FACES = (
+    "image_corruption 'substitute' moves image features toward a surrogate face, and this guard has none: pass "
+    "image_surrogates (pictures of people the model never learned) or set another image_corruption"
+)
 
 
 @dataclass
@@ -101,7 +106,11 @@ class EcoGuard:
         tokenizer_or_processor: Any,
         classifier: PromptClassifier | None = None,
         config: GuardConfig | None = None,
+        image_surrogates: Sequence[Any] | torch.Tensor | None = None,
     ) -> None:
+        """``image_surrogates``: pictures of people the model never learned (or their features from
+        :meth:`image_features`), for ``image_corruption='substitute'``: a flagged request's image features move
+        toward one of theirs, as names move toward a surrogate name."""
         if classifier is not None and not isinstance(classifier, PromptClassifier):
             raise TypeError("classifier must have a flag(requests) -> list[Flag] method")
         self.model = model
@@ -116,6 +125,11 @@ class EcoGuard:
             self.pad_token_id = self.tokenizer.eos_token_id
         self.projector = _find_projector(model) if self.multimodal else None
         self._surrogates: Surrogates | None = None
+        self.image_surrogates: torch.Tensor | None = None
+        if image_surrogates is not None:
+            self.set_image_surrogates(image_surrogates)
+        if self.multimodal and self._needs_image_surrogates() and self.image_surrogates is None:
+            raise ValueError(_NO_SURROGATE_FACES)
 
     def __getattr__(self, name: str) -> Any:
         if name == "model":  # not yet set: avoid recursion during unpickling or early errors
@@ -526,10 +540,73 @@ class EcoGuard:
         for i in indices:
             feat = features[i : i + 1].reshape(1, -1, features.shape[-1])
             mask = torch.ones(feat.shape[:2], dtype=torch.bool)
-            out[i] = apply_corruption(
-                cfg.image_corruption_name, feat, mask, cfg.image_params, cfg.seed
-            ).reshape(features[i].shape)
+            params = cfg.image_params
+            if USES_TARGET[cfg.image_corruption_name]:
+                params = replace(params, target=self._surrogate_face(feat))
+            out[i] = apply_corruption(cfg.image_corruption_name, feat, mask, params, cfg.seed).reshape(
+                features[i].shape
+            )
         return out
+
+    # ------------------------------------------------------------ surrogate faces
+
+    def _needs_image_surrogates(self) -> bool:
+        return "image" in self.config.scope and USES_TARGET[self.config.image_corruption_name]
+
+    @torch.no_grad()
+    def image_features(self, images: Sequence[Any], batch_size: int = 16) -> torch.Tensor:
+        """``[n, tokens, hidden]``: each image's features as the language model receives them (the projector's
+        output, where scope ``image`` corrupts)."""
+        if not self.multimodal or self.projector is None:
+            raise ValueError(f"{type(self.model).__name__} takes no images: it has no multimodal projector")
+        images = list(images)
+        if not images:
+            raise ValueError("no images given")
+        captured: list[torch.Tensor] = []
+        handle = self.projector.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            for lo, hi in _chunks(len(images), batch_size):
+                batch = self.encode(
+                    [Request(text=".", image=im) for im in images[lo:hi]], chat_template=False
+                )
+                inputs = self._collate(batch.ids)
+                inputs.update(batch.image_inputs)
+                self.model(**inputs)
+        finally:
+            handle.remove()
+        hidden = captured[0].shape[-1]
+        return (
+            torch.cat([c.reshape(-1, *c.shape[-2:]) if c.dim() > 2 else c[None] for c in captured])
+            .reshape(len(images), -1, hidden)
+            .float()
+            .cpu()
+        )
+
+    def set_image_surrogates(self, images: Sequence[Any] | torch.Tensor) -> torch.Tensor:
+        """Use these faces (pictures, or features from :meth:`image_features`) as surrogates; returns the
+        features kept."""
+        features = images if isinstance(images, torch.Tensor) else self.image_features(images)
+        hidden = self.model.get_input_embeddings().embedding_dim
+        if features.dim() != 3 or features.shape[0] < 1 or features.shape[-1] != hidden:
+            raise ValueError(
+                f"image surrogates must be [faces, tokens, {hidden}] features, got {tuple(features.shape)}"
+            )
+        self.image_surrogates = features.detach().float().cpu().contiguous()
+        return self.image_surrogates
+
+    def _surrogate_face(self, feat: torch.Tensor) -> torch.Tensor:
+        """The surrogate face least like ``feat`` (``[1, tokens, hidden]``; mean features compared by cosine):
+        deterministic, and never a face close to the one it replaces."""
+        if self.image_surrogates is None:
+            raise ValueError(_NO_SURROGATE_FACES)
+        bank = self.image_surrogates.to(device=feat.device, dtype=feat.dtype)
+        if bank.shape[1:] != feat.shape[1:]:
+            raise ValueError(
+                f"image surrogates have {tuple(bank.shape[1:])} features per face, this image "
+                f"{tuple(feat.shape[1:])}: they were taken with another model or processor"
+            )
+        similarity = torch.nn.functional.cosine_similarity(bank.mean(1), feat.mean(1), dim=-1)
+        return bank[int(similarity.argmin())][None]
 
     # ------------------------------------------------------------ surrogate names
 
@@ -563,6 +640,8 @@ class EcoGuard:
         self.config.save_pretrained(directory)
         if self.classifier is not None and hasattr(self.classifier, "save_pretrained"):
             self.classifier.save_pretrained(directory / CLASSIFIER_DIR)
+        if self.image_surrogates is not None:
+            save_image_surrogates(directory / IMAGE_SURROGATES, self.image_surrogates)
         return directory
 
     @classmethod
@@ -577,7 +656,39 @@ class EcoGuard:
         config = GuardConfig.from_pretrained(directory)
         if classifier is None:
             classifier = load_classifier(directory)
-        return cls(model, tokenizer_or_processor, classifier=classifier, config=config)
+        path = Path(directory) / IMAGE_SURROGATES
+        faces = load_image_surrogates(path) if path.is_file() else None
+        return cls(
+            model, tokenizer_or_processor, classifier=classifier, config=config, image_surrogates=faces
+        )
+
+
+def save_image_surrogates(path: Path, features: torch.Tensor) -> None:
+    from safetensors.torch import save_file
+
+    features = features.detach().float().cpu().contiguous()
+    save_file({"features": features}, str(path), metadata={"sha256": _tensor_digest(features)})
+
+
+def load_image_surrogates(path: Path) -> torch.Tensor:
+    """The surrogate faces' features saved in a guard folder, checked against the digest stored with them."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            digest = (handle.metadata() or {}).get("sha256")
+            features = handle.get_tensor("features")
+    except (SafetensorError, OSError, KeyError) as err:
+        raise GuardFileError(f"{path} is not a readable image-surrogates file: {err}") from None
+    if digest != _tensor_digest(features):
+        raise GuardFileError(f"{path} does not match its recorded sha256: the file was modified or corrupted")
+    return features
+
+
+def _tensor_digest(features: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(features.numpy().tobytes()).hexdigest()
 
 
 def load_classifier(directory: str | Path) -> PromptClassifier | None:

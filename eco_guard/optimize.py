@@ -273,7 +273,7 @@ STRENGTH_FIELDS = ("strength", "image_strength")
 
 @dataclass
 class SearchSpace:
-    """What nevergrad searches: a strength (log scale), and optionally the corruption family and n / k.
+    """What nevergrad searches: a strength (log scale unless ``scale`` says linear), and optionally the corruption family and n / k.
 
     ``parameter`` names the strength searched: ``strength`` (prompt tokens; image features too unless the config
     sets ``image_strength``) or ``image_strength`` (image features only: search it on image questions whose text
@@ -286,15 +286,24 @@ class SearchSpace:
     corruptions: tuple[str, ...] = ()
     dims: tuple[int, int] | None = None
     parameter: str = "strength"
+    scale: str = "log"
+    """How the strength is searched: ``log`` (noise scales span decades) or ``linear`` (a blend weight in
+    [0, 1], as for ``substitute``, where 0.001 and 0.1 are the same nothing)."""
 
     def validate(self, config: GuardConfig) -> None:
         if self.parameter not in STRENGTH_FIELDS:
             raise ValueError(f"parameter must be one of {STRENGTH_FIELDS}, got {self.parameter!r}")
         if self.parameter == "image_strength" and "image" not in config.scope:
             raise ValueError(f"image_strength is searched but scope {config.scope} leaves images alone")
+        if self.scale not in ("log", "linear"):
+            raise ValueError(f"scale must be 'log' or 'linear', got {self.scale!r}")
         low, high = self.strength
-        if not 0 < low < high or not math.isfinite(high):
-            raise ValueError(f"strength bounds must satisfy 0 < low < high < inf, got {self.strength}")
+        floor_ok = low > 0 if self.scale == "log" else low >= 0
+        if not floor_ok or not low < high or not math.isfinite(high):
+            sign = "<" if self.scale == "log" else "<="
+            raise ValueError(
+                f"strength bounds must satisfy 0 {sign} low < high < inf ({self.scale} scale), got {self.strength}"
+            )
         for name in self.corruptions:
             if name not in CORRUPTIONS:
                 raise ValueError(
@@ -335,8 +344,12 @@ class SearchSpace:
             if name in STRENGTH_FIELDS:
                 current = getattr(config, name)
                 current = config.strength if current is None else current
-                init = current if low <= current <= high else math.sqrt(low * high)
-                parts[name] = ng.p.Log(lower=low, upper=high, init=init)
+                if self.scale == "log":
+                    init = current if low <= current <= high else math.sqrt(low * high)
+                    parts[name] = ng.p.Log(lower=low, upper=high, init=init)
+                else:
+                    init = current if low <= current <= high else (low + high) / 2
+                    parts[name] = ng.p.Scalar(lower=low, upper=high, init=init)
             elif name == "corruption":
                 parts[name] = ng.p.Choice(list(self.families(config)))
             else:

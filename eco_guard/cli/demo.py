@@ -54,7 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--corruption",
         default=DemoSettings.corruption,
         help="corruption of the names' tokens: substitute (default: toward a surrogate name, the answer keeps the "
-        "real one) or a registry family such as noise_first_n; image features always get noise",
+        "real one) or a registry family such as noise_first_n",
+    )
+    parser.add_argument(
+        "--image-corruption",
+        default=DemoSettings.image_corruption,
+        help='corruption of the photo\'s features in "this person" questions: substitute (default: toward a '
+        "surrogate face the model never saw) or a registry family such as noise_first_n",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         out=Path(args.out), artifact=Path(args.artifact) if args.artifact else None, retrain=args.retrain,
         limit=args.limit, max_new_tokens=args.max_new_tokens, budget=args.budget, seed=args.seed,
         logprob=args.logprob, metric=args.search_metric, corruption=args.corruption,
+        image_corruption=args.image_corruption,
     )  # fmt: skip
     report = run_demo(settings)
     print(

@@ -73,3 +73,50 @@ def test_calibration_negatives_are_enough_to_flag_at_the_target_rate() -> None:
         assert {r["text"] for r in images} == {"Where does this person live?"}
     no_images = calibration_negatives(people, [], rng, fpr=0.01, with_images=False)
     assert not any(isinstance(r, dict) and "image" in r for r in no_images)
+
+
+class _NumberText:
+    """A stand-in text detector: the raw score is the number the prompt ends with."""
+
+    def score(self, texts):
+        return np.array([float(t.rsplit(" ", 1)[1]) for t in texts])
+
+
+class _PixelImage:
+    """A stand-in image detector: the raw score is the 24-bit colour of a 1x1 picture, in [0, 1)."""
+
+    def score(self, images):
+        return np.array(
+            [(r * 65536 + g * 256 + b) / 2**24 for r, g, b in (im.getpixel((0, 0)) for im in images)]
+        )
+
+
+def _image_requests(image_scores, text_scores):
+    from PIL import Image
+
+    out = []
+    for s, t in zip(image_scores, text_scores, strict=True):
+        code = int(s * 2**24)
+        colour = (code >> 16, (code >> 8) & 255, code & 255)
+        out.append({"text": f"Where does this person live? {t}", "image": Image.new("RGB", (1, 1), colour)})
+    return out
+
+
+@pytest.mark.parametrize("combine, expected", [("split", 0.02), ("bonferroni", 0.01)])
+def test_split_combination_gives_a_quiet_detector_s_rate_to_the_other(combine, expected) -> None:
+    """Image requests whose text detector stays below its floor: split calibration flags fresh negatives at the
+    target rate (the image detector gets all of it), Bonferroni at half; a name in the text still flags."""
+    from classifiers.multimodal import MultimodalClassifier, split_negatives
+
+    fpr, rng = 0.02, np.random.default_rng(0)
+    assert split_negatives(fpr) == 400
+    classifier = MultimodalClassifier(_NumberText(), None, _PixelImage(), fpr=fpr, combine=combine)
+    quiet = lambda n: rng.uniform(0, 0.4, n)  # noqa: E731  # below the text floor: the text p-value is 1
+    classifier.calibrate(_image_requests(rng.uniform(size=1000), quiet(1000)) + ["hello 0.1"] * 200)
+    assert ("image" in classifier.combined_) == (combine == "split")
+    flagged = classifier.predict(_image_requests(rng.uniform(size=20000), quiet(20000)))
+    assert expected - 0.006 <= flagged.mean() <= expected + 0.004
+    named = classifier.flag(_image_requests([0.5, 0.5], [1.5, 0.2]))  # a name match: raw text score > 1
+    assert named[0].flagged and named[0].source == "text" and not named[1].flagged
+    described = classifier.describe()["image"]
+    assert described["image"]["threshold"] == pytest.approx(1 - expected, abs=0.01)

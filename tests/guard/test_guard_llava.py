@@ -167,3 +167,42 @@ def test_substituted_names_beside_noisy_image_features(tiny_llava, image):
     assert torch.equal(
         merged_embeddings(guard, prompts, [Flag(True, terms=("Jane Doe",))])[0][img], clean[img]
     )
+
+
+def test_surrogate_faces_replace_a_flagged_picture_and_travel_with_the_guard(tiny_llava, image, tmp_path):
+    """``image_corruption='substitute'``: at strength 1 a flagged picture's features are exactly those of the
+    least similar surrogate face (the model sees that face instead), unflagged ones stay; a guard folder carries
+    the faces and refuses them modified; without faces the guard says what is missing."""
+    from eco_guard.config import GuardFileError
+
+    model, processor = tiny_llava
+    faces = [Image.new("RGB", (64, 64), c) for c in ((250, 250, 250), (200, 30, 30), (0, 0, 0))]
+    config = GuardConfig(scope=("image",), corruption="substitute", image_strength=1.0)
+    with pytest.raises(ValueError, match="has none: pass image_surrogates"):
+        EcoGuard(model, processor, config=config)
+    guard = EcoGuard(model, processor, config=config, image_surrogates=faces)
+    assert guard.image_surrogates.shape == (3, 16, model.get_input_embeddings().embedding_dim)
+
+    prompts = [{"text": "Who is this person?", "image": image}, {"text": "Who is this person?", "image": image}]
+    corrupted = merged_embeddings(guard, prompts, [True, False])
+    img = image_positions(guard, prompts)
+    own = guard.image_features([image])[0]
+    chosen = int(torch.nn.functional.cosine_similarity(guard.image_surrogates.mean(1), own.mean(0)[None]).argmin())
+    as_face = merged_embeddings(guard, [{"text": "Who is this person?", "image": faces[chosen]}], [False])
+    assert torch.equal(corrupted[0], as_face[0]), "the flagged row reads exactly as the surrogate's picture"
+    assert torch.allclose(corrupted[1][img[1]], own, atol=1e-6), "the unflagged row keeps its own picture"
+    guard.config = config.replace(image_strength=0.5)
+    half = merged_embeddings(guard, prompts, [True, False])[0][img[0]]
+    assert torch.allclose(half, torch.lerp(own, guard.image_surrogates[chosen], 0.5), atol=1e-5)
+
+    guard.save_pretrained(tmp_path / "guard")
+    loaded = EcoGuard.from_pretrained(tmp_path / "guard", model, processor)
+    assert torch.equal(loaded.image_surrogates, guard.image_surrogates)
+    path = tmp_path / "guard" / "image_surrogates.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(GuardFileError, match="sha256"):
+        EcoGuard.from_pretrained(tmp_path / "guard", model, processor)
+    with pytest.raises(ValueError, match=r"\[faces, tokens, 64\]"):
+        guard.set_image_surrogates(torch.zeros(2, 16, 5))

@@ -237,6 +237,29 @@ def test_a_metric_prepared_by_the_caller_is_searched_as_given(guard):
         optimize_guard(guard, [], target=1.0, metric=metric, budget=2, fluency_weight=1.0, progress=False)
 
 
+def test_linear_scale_searches_a_blend_weight(guard):
+    """``scale='linear'`` spreads the search evenly over [low, high] (a blend weight: 0 is allowed, 0.001 and 0.1
+    are no different there); a log-scale search of the same bounds is refused at 0."""
+
+    class Strength:
+        name, bounds = "strength_seen", (0.0, 1.0)
+
+        def __call__(self):
+            return guard.config.strength
+
+    def search(space):
+        return optimize_guard(guard, [], target=0.6, metric=Strength(), tolerance=0.0, budget=8, space=space,
+                              chat_template=False, progress=False)  # fmt: skip
+
+    linear = [e.params["strength"] for e in search(SearchSpace(strength=(0.0, 1.0), scale="linear")).trace]
+    assert all(0.0 <= s <= 1.0 for s in linear) and sum(s > 0.2 for s in linear) >= 6
+    assert min(abs(s - 0.6) for s in linear) < 0.1
+    with pytest.raises(ValueError, match=r"0 < low < high < inf \(log scale\)"):
+        search(SearchSpace(strength=(0.0, 1.0)))
+    with pytest.raises(ValueError, match="scale must be 'log' or 'linear'"):
+        search(SearchSpace(strength=(0.1, 1.0), scale="cubic"))
+
+
 def test_bad_input(guard):
     def run(items=ITEMS, **kwargs):
         args = {
