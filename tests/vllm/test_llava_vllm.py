@@ -77,6 +77,33 @@ def test_image_prompts_match_transformers_flagged_and_unflagged(llava, llava_llm
     )  # images need embeds
 
 
+def test_surrogate_faces_on_the_engine(llava, llava_llm, images):
+    """``image_corruption='substitute'`` at strength 1 through vLLM: a flagged picture is answered exactly as the
+    surrogate face it is replaced by, asked unflagged on the same engine."""
+    import torch
+
+    model, processor, _ = llava
+    paths, _, _ = images
+    reference = EcoGuard(model, processor, config=CONFIG)
+    faces = reference.image_features(paths[1:])
+    own = reference.image_features(paths[:1])
+    chosen = int(torch.nn.functional.cosine_similarity(faces.mean(1), own.mean(1)).argmin())
+    guard = llava_llm.guard
+    before = guard.config, guard.image_surrogates
+    try:
+        guard.set_image_surrogates(faces)
+        guard.config = CONFIG.replace(scope=("image",), image_corruption="substitute", strength=1.0)
+        question = "What is in this picture?"
+        flagged = llava_llm.generate([{"text": question, "image": paths[0]}], [True], max_new_tokens=12)
+        as_face = llava_llm.generate(
+            [{"text": question, "image": paths[1 + chosen]}], [False], max_new_tokens=12
+        )
+        plain = llava_llm.generate([{"text": question, "image": paths[0]}], [False], max_new_tokens=12)
+        assert flagged == as_face and flagged != plain, (flagged, as_face, plain)
+    finally:
+        guard.config, guard.image_surrogates = before
+
+
 def test_bad_images_get_their_own_errors(llava_llm, images):
     paths, broken, missing = images
     prompts = [
