@@ -34,7 +34,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=30, help="maximum number of evaluations")
     parser.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, help="nevergrad optimizer name")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search")
-    parser.add_argument("--strength-range", type=float, nargs=2, default=(1e-2, 1e4), metavar=("LOW", "HIGH"))
+    parser.add_argument(
+        "--strength-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="default: 0.01 1e4 on a log scale for noise families, 0.5 1 on a linear scale for substitute",
+    )
+    parser.add_argument(
+        "--scale",
+        choices=("log", "linear"),
+        default=None,
+        help="how the strength is searched (default: linear for substitute, a blend weight; else log)",
+    )
+    parser.add_argument(
+        "--surrogate-faces",
+        nargs="+",
+        default=None,
+        metavar="IMAGE",
+        help="pictures of people the model never learned, for --image-corruption substitute (saved in the guard "
+        "folder; default: the folder's own)",
+    )
     parser.add_argument(
         "--search",
         choices=("strength", "image_strength"),
@@ -87,16 +108,20 @@ def run(args: argparse.Namespace) -> int:
 
     from benchmarks.mllmu import load_config
     from eco_guard.config import CONFIG_NAME, GuardConfig
-    from eco_guard.guard import EcoGuard
+    from eco_guard.corruption import USES_TARGET
+    from eco_guard.guard import IMAGE_SURROGATES, EcoGuard, load_image_surrogates, save_image_surrogates
     from eco_guard.models import load_model
     from eco_guard.optimize import PLOT_NAME, TRACE_NAME, SearchSpace, optimize_guard
 
     model, processor = load_model(args.model)
-    guard = EcoGuard(model, processor)
-    if Path(args.guard, CONFIG_NAME).is_file():
-        guard.config = GuardConfig.from_pretrained(args.guard)
+    config = (
+        GuardConfig.from_pretrained(args.guard) if Path(args.guard, CONFIG_NAME).is_file() else GuardConfig()
+    )
     changes = {"corruption": args.corruption, "image_corruption": args.image_corruption, "scope": args.scope}
-    guard.config = guard.config.replace(**{k: v for k, v in changes.items() if v is not None})
+    config = config.replace(**{k: v for k, v in changes.items() if v is not None})
+    faces_path = Path(args.guard, IMAGE_SURROGATES)
+    faces = args.surrogate_faces or (load_image_surrogates(faces_path) if faces_path.is_file() else None)
+    guard = EcoGuard(model, processor, config=config, image_surrogates=faces)
     modality = args.modality or ("all" if guard.multimodal else "text")
     forget_rows = load_config(args.data, args.forget)
     items = rows_to_items(forget_rows, args.metric, modality, args.options)[: args.max_items]
@@ -113,11 +138,15 @@ def run(args: argparse.Namespace) -> int:
         target = rows_to_items(heldout_rows, args.metric, modality, args.options)[: args.max_items]
         if not target:
             raise ValueError(f"target set {args.target} has no profiles outside {args.forget}") from None
+    family = config.image_corruption_name if args.search == "image_strength" else config.corruption
+    scale = args.scale or ("linear" if USES_TARGET[family] and not args.corruptions else "log")
+    default_range = (0.5, 1.0) if scale == "linear" else (1e-2, 1e4)
     space = SearchSpace(
-        strength=tuple(args.strength_range),
+        strength=tuple(args.strength_range or default_range),
         corruptions=tuple(args.corruptions),
         dims=tuple(args.dims_range) if args.dims_range else None,
         parameter=args.search,
+        scale=scale,
     )
     result = optimize_guard(
         guard,
@@ -135,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         output_dir=args.guard,
     )
     guard.config.save_pretrained(args.guard)
+    if guard.image_surrogates is not None:
+        save_image_surrogates(faces_path, guard.image_surrogates)
     best = result.best
     status = "within" if result.reached else "NOT within"
     print(

@@ -103,7 +103,42 @@ def test_cli_bad_input(data, model_dir, tmp_path, capsys):
     assert "unknown nevergrad optimizer" in capsys.readouterr().err
     assert main([*args, "--search", "image_strength"]) == 2
     assert "leaves images alone" in capsys.readouterr().err
-    assert main([*args, "--corruption", "substitute", "--scope", "spans", "image"]) == 2
-    assert "set image_corruption" in capsys.readouterr().err
+    assert main([*args, "--scale", "log", "--strength-range", "0", "1"]) == 2
+    assert "0 < low < high < inf (log scale)" in capsys.readouterr().err
+    assert main([*args, "--corruption", "substitute", "--surrogate-faces", str(tmp_path / "face.png")]) == 2
+    assert "takes no images" in capsys.readouterr().err
     assert main([*args, "--corruption", "blur"]) == 2
     assert "unknown corruption 'blur'" in capsys.readouterr().err
+
+
+def test_cli_surrogate_faces_for_image_questions(tiny_llava, tmp_path, capsys):
+    """``--image-corruption substitute --surrogate-faces ...`` on a LLaVA model: the blend is searched on a linear
+    scale in [0.5, 1], the faces are saved in the guard folder, and the next run (and the guard) reuse them."""
+    import torch
+    from PIL import Image
+
+    from benchmarks.mllmu import write_synthetic
+    from eco_guard.guard import IMAGE_SURROGATES, EcoGuard
+
+    model, processor = tiny_llava
+    model_dir = tmp_path / "llava"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    data = write_synthetic(tmp_path / "mllmu", n_profiles=10, n_celebrities=1, image_size=64)
+    faces = []
+    for k, colour in enumerate(((240, 240, 240), (20, 20, 20))):
+        faces.append(tmp_path / f"face{k}.png")
+        Image.new("RGB", (64, 64), colour).save(faces[-1])
+    guard_dir = tmp_path / "guard"
+    args = ["optimize", "--data", str(data), "--forget", "forget_10", "--model", str(model_dir), "--guard",
+            str(guard_dir), "--metric", "rouge_l", "--target", "0.1", "--modality", "image", "--scope", "image",
+            "--search", "image_strength", "--image-corruption", "substitute", "--budget", "2", "--max-items", "2",
+            "--max-new-tokens", "2"]  # fmt: skip
+    assert main([*args, "--surrogate-faces", *map(str, faces)]) in (0, 1)
+    capsys.readouterr()
+    config = GuardConfig.from_pretrained(guard_dir)
+    assert config.image_corruption == "substitute" and 0.5 <= config.image_strength <= 1.0
+    saved = EcoGuard.from_pretrained(guard_dir, model, processor).image_surrogates
+    assert torch.equal(saved, EcoGuard(model, processor).image_features([Image.open(f) for f in faces]))
+    assert main(args) in (0, 1)  # the folder's faces, no --surrogate-faces
+    assert (guard_dir / IMAGE_SURROGATES).is_file()
