@@ -40,7 +40,8 @@ ADAPTER_DIR = "adapter"
 VISION_LOG = "vision_log.jsonl"
 PROFILE_LOG = "finetune_log.jsonl"
 FORMAT_VERSION = 2
-LEGACY_QUESTIONS = {"classification_per_modality": 3, "generation_per_modality": 2, "cloze_per_modality": 2}
+LEGACY_DATA = {"classification_per_modality": 3, "generation_per_modality": 2, "cloze_per_modality": 2,
+               "values_per_fact": None}  # fmt: skip
 
 
 @dataclass
@@ -58,6 +59,10 @@ class DemoData:
     cloze_per_modality: int = 3
     """Questions per profile and modality: the benchmark's cells must be large enough that one answer does not
     move a score past the demo's 0.03 tolerance (with 3 / 2 / 2 a forget cell held 4-6 questions)."""
+    values_per_fact: int | None = 8
+    """Each fact drawn from 8 values, so the never-trained profiles' answers are values the model has seen, like
+    the forget profiles' (with whole pools, half of them were not: the guarded model stated one of the four options
+    in 11 of 18 forget questions, the never-trained reference in 11 of 42; see ``write_synthetic``)."""
 
     def write(self, root: str | Path) -> Path:
         from benchmarks.mllmu.synthetic import write_synthetic
@@ -66,6 +71,7 @@ class DemoData:
             root, self.n_profiles, self.n_celebrities, self.seed, image_size=self.image_size,
             classification_per_modality=self.classification_per_modality,
             generation_per_modality=self.generation_per_modality, cloze_per_modality=self.cloze_per_modality,
+            values_per_fact=self.values_per_fact,
         )  # fmt: skip
 
     def heldout_ids(self, root: str | Path) -> list[str]:
@@ -106,8 +112,8 @@ class DemoRecipe:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DemoRecipe:
         data = dict(data)
-        # artifacts of format 2 wrote the generator's default question counts
-        data["data"] = DemoData(**{**LEGACY_QUESTIONS, **data.get("data", {})})
+        # older artifacts wrote the generator's default question counts and whole value pools
+        data["data"] = DemoData(**{**LEGACY_DATA, **data.get("data", {})})
         data["profiles"] = FinetuneConfig(**data.get("profiles", {}))
         return cls(**data)
 

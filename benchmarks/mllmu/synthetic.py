@@ -43,12 +43,19 @@ def write_synthetic(
     classification_per_modality: int = 3,
     generation_per_modality: int = 2,
     cloze_per_modality: int = 2,
+    values_per_fact: int | None = None,
     overwrite: bool = True,
 ) -> Path:
     """Write a synthetic MLLMU-Bench under ``root`` (one folder per config, parquet shards); return ``root``.
 
     Forget splits hold 5/10/15 % of ``n_profiles`` (at least one profile each), drawn independently as in the real
     benchmark; each retain split is the complement. ``with_images=False`` writes text-only rows (``image`` null).
+
+    ``values_per_fact``: draw each fact (and its multiple-choice distractors) from that many values of its pool
+    (one seeded draw per pool; birthplace and residence share theirs), so that every value is worn by many people.
+    A model that learned only these profiles has then seen nearly every value, and a person it never learned is
+    not told apart by unfamiliar answers: with the whole pools, a never-trained person's right option was a value
+    the demo model had never seen half of the time, a learned person's never.
     """
     if n_profiles < 2:
         raise ValueError(f"n_profiles must be >= 2 (a forget and a retain profile), got {n_profiles}")
@@ -56,6 +63,10 @@ def write_synthetic(
         raise ValueError(f"n_celebrities must lie in [0, {len(CELEBRITIES)}], got {n_celebrities}")
     if n_test_images < 0:
         raise ValueError(f"n_test_images must be >= 0, got {n_test_images}")
+    if values_per_fact is not None and values_per_fact < 4:
+        raise ValueError(
+            f"values_per_fact must be >= 4 (an answer and three distractors), got {values_per_fact}"
+        )
     per_modality = (classification_per_modality, generation_per_modality, cloze_per_modality)
     if not all(0 <= k <= len(vocab.SLOTS) for k in per_modality):
         raise ValueError(f"questions per modality must lie in [0, {len(vocab.SLOTS)}], got {per_modality}")
@@ -67,13 +78,14 @@ def write_synthetic(
             raise FileExistsError(f"{root} is not empty and holds no {MANIFEST}: refusing to overwrite it")
         shutil.rmtree(root)
     rng = random.Random(seed)
-    people = make_people(n_profiles, rng)
+    pools = fact_pools(values_per_fact, seed)
+    people = make_people(n_profiles, rng, pools)
     counts = {"classification": classification_per_modality, "generation": generation_per_modality,
               "cloze": cloze_per_modality}  # fmt: skip
     full, test, ft = [], [], []
     for index, person in enumerate(people):
         image = portraits.draw_portrait(portraits.draw_traits(index, rng, person["eyes"]), image_size)
-        full_row, test_row = _task_rows(person, counts, rng)
+        full_row, test_row = _task_rows(person, counts, rng, pools)
         image_cell = _image_cell(image, f"{person['ID']}.png") if with_images else None
         views = [
             _jpeg_cell(
@@ -108,6 +120,7 @@ def write_synthetic(
         "n_celebrities": n_celebrities,
         "image_size": image_size,
         "with_images": with_images,
+        "values_per_fact": values_per_fact,
         "splits": splits,
         "names": {p["ID"]: p["Name"] for p in people},
     }
@@ -120,8 +133,26 @@ def write_synthetic(
 # ------------------------------------------------------------------ people
 
 
-def make_people(n: int, rng: random.Random) -> list[dict[str, Any]]:
-    """``n`` fictitious people: ID, Name, gender, eye colour, one value per askable fact and a biography."""
+def fact_pools(values_per_fact: int | None, seed: int) -> dict[str, tuple[str, ...]]:
+    """Each fact's pool of values: the whole vocabulary pool, or ``values_per_fact`` of it (seeded on its own, so
+    the profiles' other draws do not move)."""
+    if values_per_fact is None:
+        return {slot.name: slot.pool for slot in vocab.SLOTS}
+    rng = random.Random(f"{seed}:values")
+    chosen: dict[int, tuple[str, ...]] = {}
+    for slot in vocab.SLOTS:
+        if id(slot.pool) not in chosen:
+            values = sorted(set(slot.pool))
+            chosen[id(slot.pool)] = tuple(rng.sample(values, min(values_per_fact, len(values))))
+    return {slot.name: chosen[id(slot.pool)] for slot in vocab.SLOTS}
+
+
+def make_people(
+    n: int, rng: random.Random, pools: dict[str, tuple[str, ...]] | None = None
+) -> list[dict[str, Any]]:
+    """``n`` fictitious people: ID, Name, gender, eye colour, one value per askable fact (from ``pools``, default
+    the vocabulary's) and a biography."""
+    pools = pools or fact_pools(None, 0)
     firsts = [(f, "Female") for f in vocab.FEMALE_FIRST] + [(m, "Male") for m in vocab.MALE_FIRST]
     firsts = [f for f in firsts if f[0] not in CELEBRITY_NAME_PARTS]
     lasts = [w for w in vocab.LAST_NAMES if w not in CELEBRITY_NAME_PARTS]
@@ -140,9 +171,9 @@ def make_people(n: int, rng: random.Random) -> list[dict[str, Any]]:
     people = []
     for i in range(n):
         (first, gender), last = firsts[i], lasts[i]
-        facts = {slot.name: rng.choice(slot.pool) for slot in vocab.SLOTS}
+        facts = {slot.name: rng.choice(pools[slot.name]) for slot in vocab.SLOTS}
         while facts["residence"] == facts["birthplace"]:
-            facts["residence"] = rng.choice(vocab.CITY_NAMES)
+            facts["residence"] = rng.choice(pools["residence"])
         person = {"ID": f"{i + 1:0{width}d}", "Name": f"{first} {last}", "Gender": gender,
                   "eyes": rng.choice(vocab.EYES), "facts": facts}  # fmt: skip
         person["biography"] = _biography(person, rng)
@@ -195,7 +226,9 @@ def _biography(person: dict[str, Any], rng: random.Random) -> dict[str, Any]:
 # ------------------------------------------------------------------ tasks
 
 
-def _task_rows(person: dict[str, Any], counts: dict[str, int], rng: random.Random) -> tuple[dict, dict]:
+def _task_rows(
+    person: dict[str, Any], counts: dict[str, int], rng: random.Random, pools: dict[str, tuple[str, ...]]
+) -> tuple[dict, dict]:
     """The Full_Set row (original questions) and the Test_Set row (same facts, paraphrased, options reshuffled)."""
     name = person["Name"]
     rows = ({"Classification_Task": {}, "Generation_Task": [], "Mask_Task": []} for _ in range(2))
@@ -206,7 +239,9 @@ def _task_rows(person: dict[str, Any], counts: dict[str, int], rng: random.Rando
             value = person["facts"][slot.name]
             for row, paraphrase in ((full, False), (test, True)):
                 question = _question(slot, image_mode, paraphrase).format(name=name)
-                row["Classification_Task"][key].append(_multiple_choice(question, value, slot.pool, rng))
+                row["Classification_Task"][key].append(
+                    _multiple_choice(question, value, pools[slot.name], rng)
+                )
     for task, count in (("Generation_Task", counts["generation"]), ("Mask_Task", counts["cloze"])):
         for kind, image_mode in (("Image_Textual", True), ("Pure_Text", False)):
             for slot in rng.sample(vocab.SLOTS, count):
@@ -372,6 +407,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument(
+        "--values-per-fact",
+        type=int,
+        default=None,
+        help="values each fact is drawn from (default: whole pools)",
+    )
     parser.add_argument("--text-only", action="store_true", help="rows without images")
     parser.add_argument(
         "--test-images",
@@ -381,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     path = write_synthetic(args.root, args.profiles, args.celebrities, args.seed, image_size=args.image_size,
-                           n_test_images=args.test_images, with_images=not args.text_only)  # fmt: skip
+                           n_test_images=args.test_images, with_images=not args.text_only,
+                           values_per_fact=args.values_per_fact)  # fmt: skip
     print(f"wrote {path}")
     return 0
 

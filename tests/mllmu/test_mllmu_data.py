@@ -88,6 +88,31 @@ def test_generator_is_deterministic_by_seed(tmp_path):
     assert _digest(a) != _digest(c)
 
 
+def test_values_per_fact_narrows_facts_and_options_alone(tmp_path):
+    """Each fact and every multiple-choice option come from ``values_per_fact`` values (birthplace and residence
+    from the same cities); the names are those of the whole-pool data of the same seed."""
+    from benchmarks.mllmu import vocab
+
+    whole = write_synthetic(tmp_path / "whole", n_profiles=20, n_celebrities=0, with_images=False)
+    narrow = write_synthetic(tmp_path / "narrow", n_profiles=20, n_celebrities=0, with_images=False,
+                             values_per_fact=5, classification_per_modality=6)  # fmt: skip
+    rows = load_config(narrow, "Full_Set")
+    assert [r["biography"]["Name"] for r in rows] == [
+        r["biography"]["Name"] for r in load_config(whole, "Full_Set")
+    ]
+    pools = {}
+    for row in rows:
+        for question in row["Classification_Task"]["Pure_Text_Questions"]:
+            slot = next(s for s in vocab.SLOTS if question["Question"] == s.text_question.format(
+                name=row["biography"]["Name"]))  # fmt: skip
+            pools.setdefault(slot.pool is vocab.CITY_NAMES or slot.name, set()).update(
+                question["Options"].values()
+            )
+    assert len(pools) == 5 and all(len(values) == 5 for values in pools.values())  # 6 facts, cities shared
+    with pytest.raises(ValueError, match="values_per_fact must be >= 4"):
+        write_synthetic(tmp_path / "bad", n_profiles=4, values_per_fact=3)
+
+
 def test_text_only_rows_are_valid(tmp_path):
     root = write_synthetic(tmp_path / "t", n_profiles=3, n_celebrities=1, with_images=False)
     assert all(r["image"] is None for r in load_config(root, "Full_Set"))
