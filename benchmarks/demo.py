@@ -81,6 +81,11 @@ class DemoSettings:
     initial_strength: float = 0.03
     strengths: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
     blend_strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+    no_leak: bool = True
+    """Few-shot examples from retain people (``evaluate(no_leak=True)``), the same person for the forget set and the
+    never-trained reference. The reference protocol draws them from the scored set itself: a forget person
+    (guarded too) against a never-trained one, whose facts the model copies in other proportions (both models
+    answered most multiple-choice questions about the few-shot person), one draw per cell."""
     logprob: bool = False
     """Also score multiple choice by option log-likelihood (``classification_logprob_acc``, no goal reads it): one
     more forward pass per option, which doubles the evaluation time on two CPU cores."""
@@ -184,7 +189,7 @@ def evaluate_cached(runner: Any, root: Path, out: Path, settings: DemoSettings, 
     results = evaluate(
         runner, root, forget=forget, out_dir=out, seed=settings.seed, max_new_tokens=settings.max_new_tokens,
         limit=settings.limit, batch_size=settings.batch_size, sets=tuple(sets), provenance=dict(provenance),
-        logprob=settings.logprob,
+        logprob=settings.logprob, no_leak=settings.no_leak,
     )  # fmt: skip
     mark(out, key)
     return results
@@ -450,14 +455,20 @@ def fit_classifier(
 
 
 def benchmark_items(
-    root: Path, forget: str, set_name: str, task: str | None, seed: int, limit: int | None
+    root: Path,
+    forget: str,
+    set_name: str,
+    task: str | None,
+    seed: int,
+    limit: int | None,
+    no_leak: bool = False,
 ) -> list[Any]:
     """The evaluation's own items of one set and task (None: every task), both modalities, as
     ``benchmarks.mllmu.evaluate`` asks them."""
     from benchmarks.mllmu import evaluate as ev
 
     bench = ev.load_benchmark(root, forget)
-    sampler = ev.ShotSampler(bench, seed, 1, False)
+    sampler = ev.ShotSampler(bench, seed, 1, no_leak)
     items = ev.build_items(set_name, bench.sets[set_name], sampler, seed, ev.MODALITIES, bench.names)
     return ev._limit([it for it in items if task is None or it.task == task], limit)
 
@@ -536,9 +547,9 @@ def optimize(
 
     goals = settings.metric == "goals"
     forget_items = benchmark_items(root, forget, "forget", None if goals else "generation", settings.seed,
-                                   settings.limit)  # fmt: skip
+                                   settings.limit, settings.no_leak)  # fmt: skip
     heldout_gen = [] if goals else benchmark_items(reference, forget, "forget", "generation", settings.seed,
-                                                   settings.limit)  # fmt: skip
+                                                   settings.limit, settings.no_leak)  # fmt: skip
     searches = {}
     for modality, parameter in SEARCHES:
         if parameter == "image_strength" and "image" not in guard.config.scope:
@@ -587,7 +598,8 @@ def run_demo(settings: DemoSettings) -> DemoReport:
     data = recipe.data
     root, reference = timed(settings, "data", lambda: prepare_data(data, out, record["heldout_ids"]))
     eval_settings = {
-        k: getattr(settings, k) for k in ("limit", "max_new_tokens", "batch_size", "seed", "logprob")
+        k: getattr(settings, k)
+        for k in ("limit", "max_new_tokens", "batch_size", "seed", "logprob", "no_leak")
     }
     base_key = fingerprint(model_key, asdict(data), record["heldout_ids"], eval_settings)
     vanilla_runner = EcoGuard(model, processor)

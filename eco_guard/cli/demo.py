@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='corruption of the photo\'s features in "this person" questions: substitute (default: toward a '
         "surrogate face the model never saw) or a registry family such as noise_first_n",
     )
+    parser.add_argument(
+        "--leaky-few-shot",
+        action="store_true",
+        help="draw few-shot examples from the scored set itself, as the reference code does (default: from retain "
+        "people, the same for the forget set and the never-trained reference)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--logprob",
@@ -104,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         out=Path(args.out), artifact=Path(args.artifact) if args.artifact else None, retrain=args.retrain,
         limit=args.limit, max_new_tokens=args.max_new_tokens, budget=args.budget, seed=args.seed,
         logprob=args.logprob, metric=args.search_metric, corruption=args.corruption,
-        image_corruption=args.image_corruption,
+        image_corruption=args.image_corruption, no_leak=not args.leaky_few_shot,
     )  # fmt: skip
     report = run_demo(settings)
     print(

@@ -67,7 +67,7 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     from benchmarks.demo import DemoSettings, run_demo
 
     settings = DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
-                            strengths=(0.0, 10.0))  # fmt: skip
+                            blend_strengths=(0.0, 1.0))  # fmt: skip
     report = run_demo(settings)
     assert report.missing == []
     for name in ("vanilla", "never_trained", "guarded"):
@@ -86,6 +86,26 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     config = GuardConfig.from_pretrained(tmp_path / "out" / "guard")
     assert config.strength == search["text_only"]["best"]["params"]["strength"]
     assert config.image_strength == search["image_text"]["best"]["params"]["image_strength"]
+    # names and photos move toward surrogates (the blend searched in [0.5, 1]); the faces travel with the guard
+    assert (config.corruption, config.image_corruption) == ("substitute", "substitute")
+    assert 0.5 <= config.strength <= 1 and 0.5 <= config.image_strength <= 1
+    from eco_guard.guard import IMAGE_SURROGATES, load_image_surrogates
+
+    assert (
+        load_image_surrogates(tmp_path / "out" / "guard" / IMAGE_SURROGATES).shape[0]
+        == settings.surrogate_faces
+    )
+    # the few-shot examples of the forget set and of the never-trained reference: the same retain person
+    vanilla = json.loads((tmp_path / "out" / "results" / "vanilla" / "results.json").read_text())
+    shots = json.loads((tmp_path / "out" / "results" / "never_trained" / "results.json").read_text())[
+        "few_shot"
+    ]
+    assert vanilla["few_shot"]["forget"] == shots["forget"] and shots["forget"]
+    from benchmarks.mllmu import load_config, retain_split
+
+    forget = demo_model.read_recipe(tiny_artifact)[0].data.forget
+    retain_ids = {r["ID"] for r in load_config(tmp_path / "out" / "data", retain_split(forget))}
+    assert all(i in retain_ids for ids in shots["forget"].values() for i in ids)
     for set_name in ("forget", "test", "retain", "celebrity"):
         assert (
             f"| {set_name} | image_text |" in report.table and f"| {set_name} | text_only |" in report.table
@@ -97,12 +117,12 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     assert set(never["metrics"]) == {"forget", "test"}
     stamp = (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns
     again = run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
-                                  strengths=(0.0, 10.0)))  # fmt: skip
+                                  blend_strengths=(0.0, 1.0)))  # fmt: skip
     assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
     assert again.table == report.table, (again.table, report.table)
     # one metric of the open questions instead: a new search (the evaluations before it are reused)
     run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
-                          strengths=(0.0, 10.0), metric="rouge_l"))  # fmt: skip
+                          blend_strengths=(0.0, 1.0), metric="rouge_l"))  # fmt: skip
     search = json.loads((tmp_path / "out" / "guard" / "search.json").read_text())
     assert {s["metric"] for s in search.values()} == {"rouge_l"}
     assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
