@@ -534,7 +534,6 @@ def optimize(
     modality's questions -> the never-trained profiles' scores on the same modality (``settings.metric``)."""
     from eco_guard.config import GuardConfig
     from eco_guard.corruption import USES_TARGET
-    from eco_guard.guard import IMAGE_SURROGATES, save_image_surrogates
     from eco_guard.optimize import ScoredItem, SearchSpace, optimize_guard
 
     if cached(out, key, "optimize") and (out / "search.json").is_file():
@@ -577,9 +576,7 @@ def optimize(
         )  # fmt: skip
         searches[modality] = {"parameter": parameter, "best": asdict(result.best), "target": result.target,
                               "reached": result.reached, "evaluations": len(result.trace), "metric": result.metric}  # fmt: skip
-    guard.config.save_pretrained(out)
-    if guard.image_surrogates is not None:
-        save_image_surrogates(out / IMAGE_SURROGATES, guard.image_surrogates)
+    guard.save_settings(out)
     (out / "search.json").write_text(json.dumps(searches, indent=2, sort_keys=True) + "\n")
     mark(out, key, "optimize")
     return searches
@@ -646,8 +643,12 @@ def run_demo(settings: DemoSettings) -> DemoReport:
             guard, root, out / "results" / "guarded", settings, data.forget, ("forget", "test", "retain", "celebrity"),
             guard_key, {**provenance, "guard": str(out / "guard"), "guard_config": guard.config.to_dict()},
         ))  # fmt: skip
-        forget_gen = benchmark_items(root, data.forget, "forget", "generation", settings.seed, settings.limit)
-        retain_gen = benchmark_items(root, data.forget, "retain", "generation", settings.seed, settings.limit)
+        forget_gen, retain_gen = (
+            benchmark_items(
+                root, data.forget, s, "generation", settings.seed, settings.limit, settings.no_leak
+            )
+            for s in ("forget", "retain")
+        )
         sweep_rows = timed(
             settings, "sweep", lambda: sweep(guard, forget_gen, retain_gen,
                                              settings.blend_strengths if blend else settings.strengths)

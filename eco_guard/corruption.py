@@ -24,7 +24,8 @@ import torch
 @dataclass(frozen=True)
 class CorruptionParams:
     """Strength (sigma of the noise, the constant, or the blend), the number of dimensions (n or k) touched, and
-    for corruptions that read one, the ``[B, T, D]`` target embeddings (the guard supplies a surrogate name's)."""
+    for corruptions that read one, the ``[B, T, D]`` target embeddings (the guard supplies a surrogate name's, or a
+    surrogate face's features)."""
 
     strength: float = 100.0
     dims: int = 1
@@ -43,7 +44,8 @@ def register(
     name: str, *, strength: bool, dims: bool, target: bool = False
 ) -> Callable[[Corruption], Corruption]:
     """Add a corruption to the registry, recording which parameters it reads (the optimizer searches strength and
-    dims; a ``target`` corruption needs surrogate tokens, so it acts on text tokens only)."""
+    dims; a ``target`` corruption reads what the guard supplies: a surrogate name's tokens, a surrogate face's
+    features)."""
 
     def wrap(fn: Corruption) -> Corruption:
         if name in CORRUPTIONS:
@@ -240,7 +242,7 @@ def substitute(embeds, mask, params, generator):
     target = params.target
     if target is None:
         raise ValueError(
-            "corruption 'substitute' needs target embeddings (the guard supplies a surrogate name's)"
+            "corruption 'substitute' needs target embeddings (the guard supplies a surrogate name's or face's)"
         )
     if tuple(target.shape) != tuple(embeds.shape):
         raise ValueError(

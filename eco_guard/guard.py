@@ -576,7 +576,7 @@ class EcoGuard:
             handle.remove()
         hidden = captured[0].shape[-1]
         return (
-            torch.cat([c.reshape(-1, *c.shape[-2:]) if c.dim() > 2 else c[None] for c in captured])
+            torch.cat([c.reshape(-1, hidden) for c in captured])
             .reshape(len(images), -1, hidden)
             .float()
             .cpu()
@@ -637,9 +637,16 @@ class EcoGuard:
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the config (and the classifier, when it can save itself) into ``directory``."""
         directory = Path(directory)
-        self.config.save_pretrained(directory)
+        self.save_settings(directory)
         if self.classifier is not None and hasattr(self.classifier, "save_pretrained"):
             self.classifier.save_pretrained(directory / CLASSIFIER_DIR)
+        return directory
+
+    def save_settings(self, directory: str | Path) -> Path:
+        """Write what a corruption search sets into ``directory``: the config and the surrogate faces (if any),
+        leaving the classifier saved there as it is."""
+        directory = Path(directory)
+        self.config.save_pretrained(directory)
         if self.image_surrogates is not None:
             save_image_surrogates(directory / IMAGE_SURROGATES, self.image_surrogates)
         return directory
@@ -656,8 +663,7 @@ class EcoGuard:
         config = GuardConfig.from_pretrained(directory)
         if classifier is None:
             classifier = load_classifier(directory)
-        path = Path(directory) / IMAGE_SURROGATES
-        faces = load_image_surrogates(path) if path.is_file() else None
+        faces = saved_image_surrogates(directory)
         return cls(
             model, tokenizer_or_processor, classifier=classifier, config=config, image_surrogates=faces
         )
@@ -668,6 +674,12 @@ def save_image_surrogates(path: Path, features: torch.Tensor) -> None:
 
     features = features.detach().float().cpu().contiguous()
     save_file({"features": features}, str(path), metadata={"sha256": _tensor_digest(features)})
+
+
+def saved_image_surrogates(directory: str | Path) -> torch.Tensor | None:
+    """The surrogate faces a guard folder holds (None when it holds none)."""
+    path = Path(directory) / IMAGE_SURROGATES
+    return load_image_surrogates(path) if path.is_file() else None
 
 
 def load_image_surrogates(path: Path) -> torch.Tensor:

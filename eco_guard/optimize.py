@@ -273,7 +273,8 @@ STRENGTH_FIELDS = ("strength", "image_strength")
 
 @dataclass
 class SearchSpace:
-    """What nevergrad searches: a strength (log scale unless ``scale`` says linear), and optionally the corruption family and n / k.
+    """What nevergrad searches: a strength (log scale unless ``scale`` says linear), and optionally the corruption
+    family and n / k.
 
     ``parameter`` names the strength searched: ``strength`` (prompt tokens; image features too unless the config
     sets ``image_strength``) or ``image_strength`` (image features only: search it on image questions whose text

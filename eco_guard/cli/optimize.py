@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.mllmu import load_config
     from eco_guard.config import CONFIG_NAME, GuardConfig
     from eco_guard.corruption import USES_TARGET
-    from eco_guard.guard import IMAGE_SURROGATES, EcoGuard, load_image_surrogates, save_image_surrogates
+    from eco_guard.guard import EcoGuard, saved_image_surrogates
     from eco_guard.models import load_model
     from eco_guard.optimize import PLOT_NAME, TRACE_NAME, SearchSpace, optimize_guard
 
@@ -119,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
     )
     changes = {"corruption": args.corruption, "image_corruption": args.image_corruption, "scope": args.scope}
     config = config.replace(**{k: v for k, v in changes.items() if v is not None})
-    faces_path = Path(args.guard, IMAGE_SURROGATES)
-    faces = args.surrogate_faces or (load_image_surrogates(faces_path) if faces_path.is_file() else None)
+    faces = args.surrogate_faces or saved_image_surrogates(args.guard)
     guard = EcoGuard(model, processor, config=config, image_surrogates=faces)
     modality = args.modality or ("all" if guard.multimodal else "text")
     forget_rows = load_config(args.data, args.forget)
@@ -163,9 +162,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         output_dir=args.guard,
     )
-    guard.config.save_pretrained(args.guard)
-    if guard.image_surrogates is not None:
-        save_image_surrogates(faces_path, guard.image_surrogates)
+    guard.save_settings(args.guard)
     best = result.best
     status = "within" if result.reached else "NOT within"
     print(
