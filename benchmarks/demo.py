@@ -3,7 +3,8 @@
 Steps, each written under ``out/`` and reused on the next run when its inputs are unchanged:
 
 1. ``data/``: the synthetic MLLMU-Bench the demo model was trained on; ``reference/`` is the same benchmark with
-   the never-trained profiles in the forget split's place (their scores are the level a perfect guard should reach).
+   twins in the forget split's place: the forget people's questions about the never-trained profiles (their scores
+   are the level a perfect guard should reach; ``benchmarks.mllmu.twins``).
 2. the vanilla demo MLLM (``benchmarks.demo_model``: the committed artifact, or trained when missing).
 3. ``classifier/``: the prompt classifier (text + image identity), fitted on the forget split.
 4. ``guard/``: the corruption strengths found by nevergrad so that the forget set scores like the never-trained
@@ -41,6 +42,7 @@ FORGET_TOLERANCE = 0.03
 KEEP_TOLERANCE = 0.005
 MEMORIZED_MARGIN = 0.10
 STAGE_PREFIX = ".stage-"
+TWINS_FILE = "twins.json"
 
 
 @dataclass
@@ -146,12 +148,13 @@ def write_split(source_root: Path, target_root: Path, name: str, ids: Sequence[s
 
 
 def prepare_data(data: Any, out: Path, heldout: Sequence[str]) -> tuple[Path, Path]:
-    """The benchmark (retain split without the held-out profiles) and its never-trained twin (held-out profiles
-    as the forget split); both under ``out``."""
+    """The benchmark (retain split without the held-out profiles) and its never-trained twin (the forget people's
+    questions about the held-out people: ``benchmarks.mllmu.twins``); both under ``out``."""
     from benchmarks.mllmu.loader import retain_split, split_people
+    from benchmarks.mllmu.twins import twin_pairs, write_twins
 
     root, reference = out / "data", out / "reference"
-    key = fingerprint(asdict(data), sorted(heldout))
+    key = fingerprint(asdict(data), sorted(heldout), "twins")
     if cached(root, key) and cached(reference, key):
         return root, reference
     data.write(root)
@@ -166,9 +169,11 @@ def prepare_data(data: Any, out: Path, heldout: Sequence[str]) -> tuple[Path, Pa
     if reference.exists():
         shutil.rmtree(reference)
     reference.mkdir(parents=True)
-    for name in ("Full_Set", "Test_Set", "Retain_Set", "ft_Data"):
+    for name in ("Full_Set", "Retain_Set", "ft_Data"):
         (reference / name).symlink_to(Path("..") / "data" / name)
-    write_split(root, reference, data.forget, list(heldout))
+    pairs = twin_pairs(forget_ids, heldout)
+    write_twins(root, reference, {data.forget: "Full_Set", "Test_Set": "Test_Set"}, pairs, manifest["names"])
+    (reference / TWINS_FILE).write_text(json.dumps({"pairs": pairs}, indent=1) + "\n")
     write_split(root, reference, retain_split(data.forget), retain_ids)
     mark(root, key)
     mark(reference, key)
@@ -222,7 +227,32 @@ def rows_of(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(s, m) for s in SET_ORDER for m in MODALITY_ORDER if m in table.get(s, {})]
 
 
-def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Mapping[str, Any]) -> list[Goal]:
+def reference_resolution(samples: Path, pairs: Sequence[Sequence[str]]) -> dict[str, dict[str, float]]:
+    """|round 1 - round 2| of the twin reference per forget modality and goal metric: two groups of never-trained
+    people asked the very same questions. A gap this large between two equally ignorant answerers is the noise
+    any guard's gap is read against (empty with fewer than two twins per forget person)."""
+    from benchmarks.mllmu.evaluate import summarize
+
+    people = len({f for f, _ in pairs})
+    rounds = {never: k // people for k, (_, never) in enumerate(pairs)}
+    if len(pairs) < 2 * people:
+        return {}
+    records = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
+    records = [r for r in records if r["set"] == "forget" and rounds.get(r["id"], 2) < 2]
+    first, second = (
+        summarize([r for r in records if rounds[r["id"]] == k]).get("forget", {}) for k in (0, 1)
+    )
+    out: dict[str, dict[str, float]] = {}
+    for modality in sorted(set(first) & set(second)):
+        for metric in GOAL_METRICS:
+            a, b = unit(metric, first[modality].get(metric)), unit(metric, second[modality].get(metric))
+            if a is not None and b is not None:
+                out.setdefault(modality, {})[metric] = abs(a - b)
+    return out
+
+
+def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Mapping[str, Any],
+          resolution: Mapping[str, Mapping[str, float]] | None = None) -> list[Goal]:  # fmt: skip
     """The demo's claims, each measured: forget ~ never-trained, retain / celebrity unchanged, vanilla memorized."""
     out = []
     modalities = sorted({m for s in vanilla.get("metrics", {}).values() for m in s})
@@ -233,9 +263,12 @@ def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Map
             v = metric_of(vanilla, "forget", modality, metric)
             if g is None or r is None or v is None:
                 continue
+            noise = (resolution or {}).get(modality, {}).get(metric)
+            twins = "" if noise is None else f"; twin rounds differ by {noise:.3f}"
             out.append(Goal(
                 f"forget {modality} {metric}: guarded within {FORGET_TOLERANCE} of never-trained",
-                abs(g - r) <= FORGET_TOLERANCE + 1e-9, f"guarded {g:.3f} vs never-trained {r:.3f} (diff {g - r:+.3f})",
+                abs(g - r) <= FORGET_TOLERANCE + 1e-9,
+                f"guarded {g:.3f} vs never-trained {r:.3f} (diff {g - r:+.3f}{twins})",
             ))  # fmt: skip
             out.append(Goal(
                 f"forget {modality} {metric}: vanilla memorized (>= never-trained + {MEMORIZED_MARGIN})",
@@ -607,8 +640,11 @@ def run_demo(settings: DemoSettings) -> DemoReport:
     ))  # fmt: skip
     never = timed(settings, "evaluate never-trained", lambda: evaluate_cached(
         vanilla_runner, reference, out / "results" / "never_trained", settings, data.forget, ("forget", "test"),
-        base_key, {**provenance, "guard": None, "note": "forget/test = profiles the model never saw"},
+        fingerprint(base_key, "twins"), {**provenance, "guard": None, "note": "forget/test = the forget people's "
+        "questions about profiles the model never saw (benchmarks.mllmu.twins)"},
     ))  # fmt: skip
+    pairs = json.loads((reference / TWINS_FILE).read_text())["pairs"]
+    resolution = reference_resolution(out / "results" / "never_trained" / "samples.jsonl", pairs)
     guarded, sweep_rows, guard = None, [], None
     try:
         classifier = timed(settings, "classifier", lambda: fit_classifier(
@@ -655,9 +691,10 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         )  # fmt: skip
         (out / "results" / "sweep.json").write_text(json.dumps(sweep_rows, indent=2) + "\n")
     text = table(vanilla, guarded, never)
-    checks = goals(vanilla, guarded, never) if guarded is not None else []
+    checks = goals(vanilla, guarded, never, resolution) if guarded is not None else []
     path = figure(out / "demo.png", sweep_rows, vanilla, guarded, never)
-    summary = {"table": text, "goals": [asdict(g) for g in checks], "timings_s": settings.timings,
+    summary = {"table": text, "goals": [asdict(g) for g in checks], "reference_resolution": resolution,
+               "timings_s": settings.timings,
                "missing": missing, "limit": settings.limit, "max_new_tokens": settings.max_new_tokens}  # fmt: skip
     (out / "results" / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     results = {"vanilla": vanilla, "guarded": guarded, "never_trained": never}

@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report = run_demo(settings)
     print(
-        "\nScores on [0, 1] (accuracies / 100): vanilla | guarded | never-trained (profiles the model never saw)\n"
+        "\nScores on [0, 1] (accuracies / 100): vanilla | guarded | never-trained (the forget people's questions\n"
+        "asked about profiles the model never saw; twin rounds: two such groups of people, the same questions)\n"
     )
     print(report.table)
     for goal in report.goals:

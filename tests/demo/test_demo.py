@@ -106,6 +106,18 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     forget = demo_model.read_recipe(tiny_artifact)[0].data.forget
     retain_ids = {r["ID"] for r in load_config(tmp_path / "out" / "data", retain_split(forget))}
     assert all(i in retain_ids for ids in shots["forget"].values() for i in ids)
+    # the reference asks the forget people's own questions about the never-trained profiles (twins)
+    pairs = json.loads((tmp_path / "out" / "reference" / "twins.json").read_text())["pairs"]
+    twins = load_config(tmp_path / "out" / "reference", forget)
+    sources = {r["ID"]: r for r in load_config(tmp_path / "out" / "data", forget)}
+    assert (
+        [n for _, n in pairs]
+        == [r["ID"] for r in twins]
+        == demo_model.read_recipe(tiny_artifact)[1]["heldout_ids"]
+    )
+    for (source, _), twin in zip(pairs, twins, strict=True):
+        assert twin["Mask_Task"][0]["Ground_Truth"] == sources[source]["Mask_Task"][0]["Ground_Truth"]
+        assert twin["biography"]["Name"] != sources[source]["biography"]["Name"]
     for set_name in ("forget", "test", "retain", "celebrity"):
         assert (
             f"| {set_name} | image_text |" in report.table and f"| {set_name} | text_only |" in report.table
@@ -126,3 +138,30 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     search = json.loads((tmp_path / "out" / "guard" / "search.json").read_text())
     assert {s["metric"] for s in search.values()} == {"rouge_l"}
     assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_reference_resolution_is_the_gap_between_two_rounds_of_twins(tmp_path):
+    from benchmarks.demo import reference_resolution
+
+    def sample(who, task, value, modality="text_only"):
+        base = {"set": "forget", "id": who, "task": task, "modality": modality, "flagged": False}
+        if task == "classification":
+            return {**base, "correct": False, "stated_correct": value}
+        if task == "cloze":
+            return {**base, "correct": value}
+        return {**base, "scores": {"rougeL": value}}
+
+    # pairs: forget a -> x (round 1), y (round 2); forget b -> z (1), w (2)
+    pairs = [["a", "x"], ["b", "z"], ["a", "y"], ["b", "w"]]
+    rows = [sample("x", "classification", True), sample("z", "classification", False),
+            sample("y", "classification", False), sample("w", "classification", False),
+            sample("x", "generation", 0.5), sample("z", "generation", 0.7),
+            sample("y", "generation", 0.6), sample("w", "generation", 0.6),
+            {**sample("x", "cloze", True), "set": "test"}]  # fmt: skip
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gaps = reference_resolution(path, pairs)
+    assert gaps["text_only"]["classification_stated_acc"] == pytest.approx(0.5)
+    assert gaps["text_only"]["rougeL"] == pytest.approx(0.0)
+    assert "cloze_acc" not in gaps["text_only"]  # test-set rows are not the forget cell
+    assert reference_resolution(path, pairs[:3]) == {}  # one twin for b: no second round to compare

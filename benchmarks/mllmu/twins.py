@@ -1,0 +1,100 @@
+"""Twin profiles: a forget person's very questions, asked about someone the model never saw.
+
+The usual never-trained reference is the model's score on *other* people it never learned. Their questions carry
+other options, other right answers and other distractors, so two such groups differ by several answers per cell even
+when the model knows neither: on the demo, two halves of its never-trained people differ by a median 0.04-0.08 on
+multiple choice and cloze. That is more than a 0.03 tolerance, so even a perfect guard would fail it by chance.
+
+A twin keeps every question, option and right answer of a forget person's row and swaps the identity alone for a
+never-trained person's: the name in every string (full name, first or last name alone, possessives), the photo and
+the Test_Set views. It is still the model's score on someone it never saw, but now paired with the forget set
+question by question, so the comparison no longer depends on which questions were drawn.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+IMAGE_FIELDS = ("image", "images")
+
+
+def twin_pairs(forget_ids: Sequence[str], never_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(forget ID, never-trained ID) pairs: each never-trained identity is used once, the forget people in turn
+    (8 never-trained people and 4 forget people: two twins each)."""
+    forget_ids, never_ids = sorted(forget_ids), sorted(never_ids)
+    if not forget_ids or not never_ids:
+        raise ValueError("twin profiles need at least one forget and one never-trained profile")
+    if set(forget_ids) & set(never_ids):
+        raise ValueError(
+            f"profiles {sorted(set(forget_ids) & set(never_ids))} are both forget and never-trained"
+        )
+    return [(forget_ids[k % len(forget_ids)], never) for k, never in enumerate(never_ids)]
+
+
+def name_pattern(name: str) -> re.Pattern[str]:
+    """The full name, or its first or last word alone, as whole words (longest first)."""
+    words = name.split()
+    parts = [name] + ([words[0], words[-1]] if len(words) > 1 else [])
+    return re.compile(r"\b(" + "|".join(re.escape(p) for p in parts) + r")\b")
+
+
+def rename(value: Any, old: str, new: str) -> Any:
+    """``value`` with every mention of ``old`` replaced by ``new`` (first name by first name, last by last), in
+    nested dicts, lists and JSON strings alike; image fields are left alone."""
+    old_words, new_words = old.split(), new.split()
+    mapping = {old: new}
+    if len(old_words) > 1:
+        mapping[old_words[0]] = new_words[0]
+        mapping[old_words[-1]] = new_words[-1]
+    pattern = name_pattern(old)
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return pattern.sub(lambda m: mapping[m.group(0)], v)
+        if isinstance(v, Mapping):
+            return {k: (x if k in IMAGE_FIELDS else walk(x)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
+
+
+def twin_row(
+    row: Mapping[str, Any], name: str, identity: Mapping[str, Any], identity_name: str
+) -> dict[str, Any]:
+    """``row``'s questions and answers about ``identity``: its ID, its name in every string, its picture(s)."""
+    out = rename(dict(row), name, identity_name)
+    out["ID"] = identity["ID"]
+    for key in IMAGE_FIELDS:
+        if key in row:
+            if key not in identity:
+                raise ValueError(f"profile {identity['ID']} has no {key!r} to stand in for {row['ID']}'s")
+            out[key] = identity[key]
+    return out
+
+
+def write_twins(source: Path, target: Path, configs: Mapping[str, str], pairs: Sequence[tuple[str, str]],
+                names: Mapping[str, str]) -> None:  # fmt: skip
+    """For each ``target config <- source config`` in ``configs``, write the twin rows of ``pairs`` (raw parquet
+    rows: images stay encoded, the schema is kept)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.mllmu.loader import shard_files
+
+    for target_config, source_config in configs.items():
+        table = pa.concat_tables([pq.read_table(s) for s in shard_files(source, source_config)])
+        by_id = {str(r["ID"]): r for r in table.to_pylist()}
+        missing = sorted({i for pair in pairs for i in pair} - set(by_id))
+        if missing:
+            raise ValueError(f"{source / source_config} has no rows for profiles {missing}")
+        rows = [twin_row(by_id[f], names[f], by_id[n], names[n]) for f, n in pairs]
+        folder = target / target_config
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=table.schema), folder / "train-00000-of-00001.parquet"
+        )
