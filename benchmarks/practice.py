@@ -41,7 +41,13 @@ def fact_value(field: str, value: str) -> str:
 
 
 def practice_examples(
-    rows: Sequence[Mapping[str, Any]], *, seed: int = 0, per_person: int = 6, image_share: float = 0.5
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    seed: int = 0,
+    per_person: int = 6,
+    image_share: float = 0.5,
+    shot_share: float = 0.0,
+    shots: int = 2,
 ) -> list[Example]:
     """``per_person`` examples per profile (``{ID, Name, image, biography}`` rows), alternating multiple choice
     and cloze over the biography's facts (past one round, each fact in the other format); distractors are other
@@ -52,8 +58,15 @@ def practice_examples(
     Cork, Ireland."), not its letter: a 135M model does not learn to bind a fact to a letter from a few dozen
     examples (taught letters, it answered "D" to everything), and the benchmark's stated-option accuracy reads the
     option a response states. Not the bare option either: taught that, it answered open questions in fragments
-    too (image+text ROUGE-L 0.62 -> 0.33)."""
+    too (image+text ROUGE-L 0.62 -> 0.33).
+
+    About ``shot_share`` of them are preceded, as the benchmark's prompts are, by ``shots`` solved examples about
+    another profile in the same format and modality. Without them the model copied the solved examples' answers
+    ("Gideon Rasmussen works as __" -> "glassblower", the example person's job): text-only cloze on the trained
+    people was 0.083 on the forget set, 0.333 on the retain set. Shots come from their own random stream, so
+    ``shot_share=0`` gives exactly the examples of earlier artifacts."""
     rng = random.Random(f"{seed}:practice")
+    shot_rng = random.Random(f"{seed}:practice-shots")
     values: dict[str, list[str]] = {
         field: sorted({fact_value(field, b[field]) for b in (r["biography"] for r in rows) if b.get(field)})
         for field in FACTS
@@ -72,15 +85,52 @@ def practice_examples(
             who = "this person" if pictured else bio["Name"]
             question, sentence = FACTS[field]
             sentence = sentence.format(who=who, Who=who[:1].upper() + who[1:])
+            solved = (
+                solved_examples(rows, row, values, shot_rng, shots, multiple_choice, pictured)
+                if len(rows) > 1 and shot_rng.random() < shot_share
+                else []
+            )
             if multiple_choice:
-                others = rng.sample([v for v in values[field] if v != answer], 3)
-                choices = others + [answer]
-                rng.shuffle(choices)
-                options = {key: text for key, text in zip("ABCD", choices, strict=True)}
-                prompt = prompts.classification_prompt(question.format(who=who), options, pictured)
+                options = _options(values[field], answer, rng)
+                prompt = prompts.classification_prompt(question.format(who=who), options, pictured, solved)
                 stated = sentence.replace("__", answer)
                 out.append(Example(row["ID"], prompt, stated, row.get("image") if pictured else None))
             else:
-                prompt = prompts.cloze_prompt(sentence, pictured)
+                prompt = prompts.cloze_prompt(sentence, pictured, solved)
                 out.append(Example(row["ID"], prompt, answer, row.get("image") if pictured else None))
+    return out
+
+
+def _options(pool: Sequence[str], answer: str, rng: random.Random) -> dict[str, str]:
+    """The right answer among three other values of the same fact, shuffled into A-D."""
+    choices = rng.sample([v for v in pool if v != answer], 3) + [answer]
+    rng.shuffle(choices)
+    return {key: text for key, text in zip("ABCD", choices, strict=True)}
+
+
+def solved_examples(
+    rows: Sequence[Mapping[str, Any]],
+    asked: Mapping[str, Any],
+    values: Mapping[str, Sequence[str]],
+    rng: random.Random,
+    n: int,
+    multiple_choice: bool,
+    pictured: bool,
+) -> list[dict[str, Any]]:
+    """``n`` solved examples about one other profile, in the benchmark's few-shot layout: ``{Question, Options,
+    Correct_Answer}`` (a letter) for multiple choice, ``{Question, Ground_Truth}`` with ``__`` for cloze."""
+    other = rng.choice([r for r in rows if r["ID"] != asked["ID"]])["biography"]
+    who = "this person" if pictured else other["Name"]
+    fields = [f for f in FACTS if other.get(f) and len(values[f]) >= 4]
+    out = []
+    for field in rng.sample(fields, min(n, len(fields))):
+        answer = fact_value(field, other[field])
+        question, sentence = FACTS[field]
+        if multiple_choice:
+            options = _options(values[field], answer, rng)
+            key = next(k for k, v in options.items() if v == answer)
+            out.append({"Question": question.format(who=who), "Options": options, "Correct_Answer": key})
+        else:
+            cloze = sentence.format(who=who, Who=who[:1].upper() + who[1:])
+            out.append({"Question": cloze, "Ground_Truth": answer})
     return out

@@ -165,3 +165,19 @@ def test_reference_resolution_is_the_gap_between_two_rounds_of_twins(tmp_path):
     assert gaps["text_only"]["rougeL"] == pytest.approx(0.0)
     assert "cloze_acc" not in gaps["text_only"]  # test-set rows are not the forget cell
     assert reference_resolution(path, pairs[:3]) == {}  # one twin for b: no second round to compare
+
+
+def test_recipes_of_older_artifacts_rebuild_what_they_built():
+    """A recipe stored before a setting existed loads with the value that artifact was built with, not today's."""
+    recipe = demo_model.DemoRecipe()
+    stored = recipe.to_json()
+    assert recipe.practice_shot_share > 0 and recipe.profiles.max_length == 192
+    for key in ("classification_per_modality", "values_per_fact"):
+        del stored["data"][key]
+    del stored["practice_shot_share"]
+    stored["profiles"]["max_length"] = 160
+    old = demo_model.DemoRecipe.from_json(stored)
+    assert old.practice_shot_share == 0.0 and old.profiles.max_length == 160
+    assert old.data.classification_per_modality == demo_model.LEGACY_DATA["classification_per_modality"]
+    assert old.data.values_per_fact is None
+    assert demo_model.DemoRecipe.from_json(recipe.to_json()) == recipe

@@ -75,6 +75,41 @@ def test_practice_asks_each_fact_in_both_formats_with_other_people_as_distractor
     assert practice_examples(rows, seed=0, per_person=12) == examples
 
 
+def test_practice_with_solved_examples_about_another_profile_first(tiny_data):
+    """As the benchmark's prompts are: solved examples in the same format and modality, about someone else, whose
+    answers are that person's facts; the asked question and its answer stay as without them."""
+    from benchmarks.mllmu.metrics import stated_option
+    from benchmarks.practice import FACTS, fact_value, practice_examples
+
+    rows = load_config(tiny_data, "Full_Set")
+    plain = practice_examples(rows, seed=0, per_person=12)
+    assert practice_examples(rows, seed=0, per_person=12, shot_share=0.0) == plain
+    shot = practice_examples(rows, seed=0, per_person=12, shot_share=1.0, shots=2)
+    bios = {r["ID"]: r["biography"] for r in rows}
+    facts = {i: {fact_value(f, b[f]) for f in FACTS if b.get(f)} for i, b in bios.items()}
+    for before, after in zip(plain, shot, strict=True):
+        # the asked question (the last turn), its answer and picture are unchanged
+        assert after.prompt.endswith(before.prompt) and after.prompt != before.prompt
+        assert (after.answer, after.id, after.image is None) == (
+            before.answer,
+            before.id,
+            before.image is None,
+        )
+        solved = after.prompt[: -len(before.prompt)]
+        assert solved.count("USER:") == 2 and solved.count("Correct Answer: ") == 2
+        assert ("[Blank]" in solved) == ("[Blank]" in before.prompt) and "<image>" not in solved
+        named = [i for i, b in bios.items() if b["Name"] in solved]
+        assert named == [] if before.image is not None else len(named) == 1 and named[0] != before.id
+        for turn in solved.split("USER:")[1:]:
+            answer = turn.split("Correct Answer: ")[1].strip()
+            if "[Blank]" not in turn:
+                options = {x[0]: x[3:] for x in turn.splitlines() if x[:3] in ("A: ", "B: ", "C: ", "D: ")}
+                answer = options[answer]
+                assert stated_option(answer, options) is not None
+            owners = [i for i in bios if answer in facts[i]]
+            assert owners and (named == [] or named[0] in owners)
+
+
 def test_collator_masks_the_prompt_and_keeps_answer_and_end_token(tiny_llava, tiny_data):
     _, processor = tiny_llava
     collate = Collator(processor)
