@@ -54,7 +54,8 @@ class DemoSettings:
     retrain: bool = False
     limit: int | None = None
     max_new_tokens: int = 32
-    batch_size: int = 8
+    batch_size: int = 16
+    """Questions per generate call (16 ran the demo's forget set 5% faster than 8 on two CPU cores)."""
     seed: int = 0
     budget: int = 8
     metric: str = "goals"
@@ -227,32 +228,79 @@ def rows_of(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(s, m) for s in SET_ORDER for m in MODALITY_ORDER if m in table.get(s, {})]
 
 
+ITEM_SCORES: dict[str, tuple[str, Callable[[Mapping[str, Any]], float]]] = {
+    "classification_stated_acc": ("classification", lambda r: float(r["stated_correct"])),
+    "cloze_acc": ("cloze", lambda r: float(r["correct"])),
+    "rougeL": ("generation", lambda r: float(r["scores"]["rougeL"])),
+}
+"""Each goal metric as the mean of one score per question (the sample records of ``evaluate``)."""
+
+
+def forget_item_scores(samples: Path, ids: set[str] | None = None) -> dict[str, dict[str, list[float]]]:
+    """Per forget modality and goal metric, the questions' scores (of the profiles ``ids`` only, when given)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for line in samples.read_text().splitlines():
+        record = json.loads(line) if line.strip() else None
+        if record is None or record["set"] != "forget" or (ids is not None and record["id"] not in ids):
+            continue
+        for metric, (task, read) in ITEM_SCORES.items():
+            if record["task"] == task:
+                out.setdefault(record["modality"], {}).setdefault(metric, []).append(read(record))
+    return out
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
 def reference_resolution(samples: Path, pairs: Sequence[Sequence[str]]) -> dict[str, dict[str, float]]:
     """|round 1 - round 2| of the twin reference per forget modality and goal metric: two groups of never-trained
     people asked the very same questions. A gap this large between two equally ignorant answerers is the noise
     any guard's gap is read against (empty with fewer than two twins per forget person)."""
-    from benchmarks.mllmu.evaluate import summarize
-
     people = len({f for f, _ in pairs})
-    rounds = {never: k // people for k, (_, never) in enumerate(pairs)}
     if len(pairs) < 2 * people:
         return {}
-    records = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
-    records = [r for r in records if r["set"] == "forget" and rounds.get(r["id"], 2) < 2]
     first, second = (
-        summarize([r for r in records if rounds[r["id"]] == k]).get("forget", {}) for k in (0, 1)
+        forget_item_scores(samples, {never for _, never in pairs[k * people : (k + 1) * people]})
+        for k in (0, 1)
     )
-    out: dict[str, dict[str, float]] = {}
-    for modality in sorted(set(first) & set(second)):
-        for metric in GOAL_METRICS:
-            a, b = unit(metric, first[modality].get(metric)), unit(metric, second[modality].get(metric))
-            if a is not None and b is not None:
-                out.setdefault(modality, {})[metric] = abs(a - b)
-    return out
+    return {
+        modality: {
+            m: abs(_mean(first[modality][m]) - _mean(second[modality][m]))
+            for m in GOAL_METRICS
+            if first[modality].get(m) and second.get(modality, {}).get(m)
+        }
+        for modality in sorted(set(first) & set(second))
+    }
+
+
+def gap_intervals(guarded: Path, reference: Path) -> dict[str, dict[str, float]]:
+    """Half-width of the 95% interval of guarded - never-trained per forget modality and goal metric (normal
+    approximation, questions independent): how precisely the forget questions can place the gap at all."""
+    g, r = forget_item_scores(guarded), forget_item_scores(reference)
+
+    def variance(values: Sequence[float]) -> float:
+        mean = _mean(values)
+        return sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
+
+    return {
+        modality: {
+            m: 1.96
+            * (
+                variance(g[modality][m]) / len(g[modality][m])
+                + variance(r[modality][m]) / len(r[modality][m])
+            )
+            ** 0.5
+            for m in GOAL_METRICS
+            if g[modality].get(m) and r.get(modality, {}).get(m)
+        }
+        for modality in sorted(set(g) & set(r))
+    }
 
 
 def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Mapping[str, Any],
-          resolution: Mapping[str, Mapping[str, float]] | None = None) -> list[Goal]:  # fmt: skip
+          resolution: Mapping[str, Mapping[str, float]] | None = None,
+          intervals: Mapping[str, Mapping[str, float]] | None = None) -> list[Goal]:  # fmt: skip
     """The demo's claims, each measured: forget ~ never-trained, retain / celebrity unchanged, vanilla memorized."""
     out = []
     modalities = sorted({m for s in vanilla.get("metrics", {}).values() for m in s})
@@ -264,7 +312,9 @@ def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Map
             if g is None or r is None or v is None:
                 continue
             noise = (resolution or {}).get(modality, {}).get(metric)
-            twins = "" if noise is None else f"; twin rounds differ by {noise:.3f}"
+            width = (intervals or {}).get(modality, {}).get(metric)
+            twins = "" if width is None else f", 95% interval +-{width:.3f}"
+            twins += "" if noise is None else f"; twin rounds differ by {noise:.3f}"
             out.append(Goal(
                 f"forget {modality} {metric}: guarded within {FORGET_TOLERANCE} of never-trained",
                 abs(g - r) <= FORGET_TOLERANCE + 1e-9,
@@ -322,25 +372,33 @@ def table(vanilla: Mapping[str, Any], guarded: Mapping[str, Any] | None, referen
 def sweep(guard: Any, forget_items: Sequence[Any], retain_items: Sequence[Any], strengths: Sequence[float],
           batch_size: int = 16) -> list[dict[str, float]]:  # fmt: skip
     """Mean per-token log-likelihood of the reference answers, forget (flagged) and retain (the classifier's
-    verdict) items, at each corruption strength: how knowledge falls on the forget set only."""
+    verdict) items, at each corruption strength: how knowledge falls on the forget set only.
+
+    Each set is flagged once. An unflagged request never reads the strength (no hook is registered), so when
+    the classifier flags no retain item their curve is measured once and drawn flat."""
     from eco_guard.optimize import forced_flags
 
     base = guard.config
-    rows = []
+    sets = []
+    for name, items, forced in (("forget", forget_items, True), ("retain", retain_items, False)):
+        prompts = [it.request for it in items]
+        flags = forced_flags(guard, prompts, True) if forced else guard.decide(prompts)
+        lengths = [
+            len(guard.tokenizer(" " + it.reference, add_special_tokens=False)["input_ids"]) for it in items
+        ]
+        sets.append((name, items, prompts, flags, lengths, forced or any(f.flagged for f in flags)))
+    rows: list[dict[str, float]] = []
     try:
         for strength in strengths:
             # one strength for names and images alike
             guard.config = base.replace(strength=float(strength), image_strength=None)
             row = {"strength": float(strength)}
-            for name, items, forced in (("forget", forget_items, True), ("retain", retain_items, None)):
-                prompts = [it.request for it in items]
-                flags = forced_flags(guard, prompts, True) if forced else None
+            for name, items, prompts, flags, lengths, moves in sets:
+                if rows and not moves:
+                    row[name] = rows[0][name]
+                    continue
                 scores = guard.score(prompts, [[" " + it.reference] for it in items], flags=flags,
                                      chat_template=False, batch_size=batch_size)  # fmt: skip
-                lengths = [
-                    len(guard.tokenizer(" " + it.reference, add_special_tokens=False)["input_ids"])
-                    for it in items
-                ]
                 row[name] = sum(s[0] / n for s, n in zip(scores, lengths, strict=True)) / len(items)
             rows.append(row)
     finally:
@@ -691,9 +749,17 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         )  # fmt: skip
         (out / "results" / "sweep.json").write_text(json.dumps(sweep_rows, indent=2) + "\n")
     text = table(vanilla, guarded, never)
-    checks = goals(vanilla, guarded, never, resolution) if guarded is not None else []
+    intervals = (
+        gap_intervals(
+            out / "results" / "guarded" / "samples.jsonl", out / "results" / "never_trained" / "samples.jsonl"
+        )
+        if guarded is not None
+        else {}
+    )
+    checks = goals(vanilla, guarded, never, resolution, intervals) if guarded is not None else []
     path = figure(out / "demo.png", sweep_rows, vanilla, guarded, never)
     summary = {"table": text, "goals": [asdict(g) for g in checks], "reference_resolution": resolution,
+               "gap_interval_95": intervals,
                "timings_s": settings.timings,
                "missing": missing, "limit": settings.limit, "max_new_tokens": settings.max_new_tokens}  # fmt: skip
     (out / "results" / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

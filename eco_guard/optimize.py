@@ -403,7 +403,9 @@ class GuardObjective:
     """``params -> Evaluation``: set the guard's config, measure the metric, add the penalties.
 
     The corruption is seeded, so the same parameters give the same value: a point the optimizer asks again (model-
-    based optimizers do, near their optimum) is answered from memory, in no time."""
+    based optimizers do, near their optimum) is answered from memory, in no time. Strengths are read to 12
+    significant digits first: the optimizer's second ask of a point can differ in the last bit (0.8393770117944639,
+    then 0.839377011794464), which measured it again."""
 
     def __init__(
         self, guard: Any, metric: Metric, target: float, penalties: Sequence[Callable[[], float]] = ()
@@ -416,7 +418,8 @@ class GuardObjective:
     def __call__(self, params: dict[str, Any]) -> Evaluation:
         start = time.perf_counter()
         changes = {
-            k: (float(v) if k in STRENGTH_FIELDS else int(v) if k == "dims" else v) for k, v in params.items()
+            k: (float(f"{float(v):.12g}") if k in STRENGTH_FIELDS else int(v) if k == "dims" else v)
+            for k, v in params.items()
         }
         key = json.dumps(changes, sort_keys=True)
         if key in self.memory:

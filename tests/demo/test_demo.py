@@ -125,6 +125,11 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     names = [g.name for g in report.goals]
     assert any(n.startswith("forget image_text rougeL") for n in names)
     assert any(n.startswith("celebrity text_only") for n in names)
+    # the figure's sweep: forget answers move with the strength, unflagged retain answers cannot
+    rows = json.loads((tmp_path / "out" / "results" / "sweep.json").read_text())
+    assert [r["strength"] for r in rows] == [0.0, 1.0] and rows[0]["forget"] != rows[1]["forget"]
+    guarded = json.loads((tmp_path / "out" / "results" / "guarded" / "results.json").read_text())["metrics"]
+    assert guarded["retain"]["text_only"]["flag_rate"] == 0 and rows[0]["retain"] == rows[1]["retain"]
     never = json.loads((tmp_path / "out" / "results" / "never_trained" / "results.json").read_text())
     assert set(never["metrics"]) == {"forget", "test"}
     stamp = (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns
@@ -181,3 +186,17 @@ def test_recipes_of_older_artifacts_rebuild_what_they_built():
     assert old.data.classification_per_modality == demo_model.LEGACY_DATA["classification_per_modality"]
     assert old.data.values_per_fact is None
     assert demo_model.DemoRecipe.from_json(recipe.to_json()) == recipe
+
+
+def test_gap_interval_is_the_normal_95_percent_half_width(tmp_path):
+    from benchmarks.demo import gap_intervals
+
+    def write(name, values):
+        rows = [{"set": "forget", "id": "a", "task": "classification", "modality": "text_only",
+                 "stated_correct": bool(v)} for v in values]  # fmt: skip
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return tmp_path / name
+
+    width = gap_intervals(write("g.jsonl", [1, 0]), write("r.jsonl", [1, 1, 0, 0]))
+    # sample variances 1/2 (two questions) and 1/3 (four): 1.96 * sqrt(1/4 + 1/12)
+    assert width == {"text_only": {"classification_stated_acc": pytest.approx(1.96 * (1 / 3) ** 0.5)}}

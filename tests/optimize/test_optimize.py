@@ -184,7 +184,10 @@ def test_a_point_asked_again_is_answered_from_memory(guard):
         objective({"strength": 2.0}),
         objective({"strength": 3.0}),
     )
-    assert calls == [2.0, 3.0], "the repeated point was not measured again"
+    assert objective({"strength": 0.839377011794464}).seconds > 0
+    last_bit = objective({"strength": 0.8393770117944639})  # the same point as the optimizer asks it again
+    assert last_bit.seconds == 0.0 and last_bit.params == {"strength": 0.839377011794}
+    assert calls == [2.0, 3.0, 0.839377011794], "the repeated point was not measured again"
     assert (again.metric, again.objective, again.step) == (first.metric, first.objective, 1)
     assert again.seconds == 0.0 and other.metric == pytest.approx(0.3)
 
