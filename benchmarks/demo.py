@@ -63,6 +63,8 @@ class DemoSettings:
     goal metrics: stated multiple choice, cloze and ROUGE-L, scored as the benchmark scores them) or one of
     ``eco_guard.optimize.METRICS`` on the generation questions (e.g. ``rouge_l``)."""
     fpr: float = 0.01
+    combine: str = "bonferroni"
+    """How an image request's two detectors share ``fpr`` (``classifiers.multimodal``)."""
     corruption: str = "substitute"
     """On the names' tokens: ``substitute`` moves them toward a surrogate name (the answer keeps the person's name,
     as a model that never learned them would; noise garbled the name: text-only ROUGE-L 0.20 vs never-trained
@@ -536,7 +538,7 @@ def fit_classifier(
     forget_people, retain_people, celebrities = profiles_from_mllmu(root, forget, retain_split(forget))
     encoder = VisionTowerEncoder.from_mllm(model, processor)
     classifier, report = fit(forget_people, retain_people, celebrities, fpr=settings.fpr, image_encoder=encoder,
-                             seed=settings.seed, robustness_per_family=20)  # fmt: skip
+                             combine=settings.combine, seed=settings.seed, robustness_per_family=20)  # fmt: skip
     classifier.save_pretrained(folder)
     (out / "classifier_report.json").write_text(
         json.dumps(report, indent=2, sort_keys=True, default=str) + "\n"
@@ -706,7 +708,7 @@ def run_demo(settings: DemoSettings) -> DemoReport:
     guarded, sweep_rows, guard = None, [], None
     try:
         classifier = timed(settings, "classifier", lambda: fit_classifier(
-            root, data.forget, model, processor, out / "guard", settings, fingerprint(base_key, settings.fpr)))  # fmt: skip
+            root, data.forget, model, processor, out / "guard", settings, fingerprint(base_key, settings.fpr, settings.combine)))  # fmt: skip
     except ImportError as err:
         missing.append(f"classifier ({err})")
         classifier = None

@@ -68,6 +68,7 @@ def fit_classifier(
     text_early_exit: int | None = EARLY_EXIT_DEFAULT,
     image_encoder: ImageEncoder | None = None,
     text_head_share: float = TEXT_HEAD_SHARE,
+    combine: str = "bonferroni",
     seed: int = 0,
     robustness_per_family: int = 200,
 ) -> tuple[MultimodalClassifier, dict[str, Any]]:
@@ -105,7 +106,7 @@ def fit_classifier(
             [p.identity for p in forget] + [None] * len(others),
         )
     classifier = MultimodalClassifier(
-        text, terms, image, fpr=fpr, text_head_share=text_head_share, random_state=seed
+        text, terms, image, fpr=fpr, text_head_share=text_head_share, combine=combine, random_state=seed
     )
 
     cal_people = groups["retain"][1] + groups["celebrity"][1]
@@ -127,6 +128,7 @@ def fit_classifier(
     report = {
         "fpr_target": fpr,
         "text_head_share": text_head_share,
+        "combine": combine,
         "counts": {
             "forget_people": len(forget),
             "fit_people": len(fit_people),
@@ -240,7 +242,7 @@ def calibration_negatives(
     if not pictured:
         logger.warning("no calibration person has an image: image requests cannot be calibrated")
         return text
-    # enough for a split calibration (the default), which halves them
+    # enough for a split calibration too (it halves them); more negatives steady the quantile either way
     wanted = int(np.ceil(max(margin * min_negatives(fpr, 2), 1.25 * split_negatives(fpr))))
     images = []
     for k in range(wanted):

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the guarded MLLM (folder, hub id or alias) whose vision tower encodes images (default: demo, the "
         "demo MLLM that learned the synthetic profiles' portraits)",
     )
+    parser.add_argument(
+        "--combine",
+        choices=("bonferroni", "split"),
+        default="bonferroni",
+        help="how an image request's two detectors share the rate (classifiers.multimodal)",
+    )
     parser.add_argument("--no-image", action="store_true", help="text detectors only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--robustness-per-family", type=int, default=200, help="attacked prompts per family")
@@ -165,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         text_encoder=text_encoder,
         **options,
         image_encoder=encoder,
+        combine=args.combine,
         seed=args.seed,
         robustness_per_family=args.robustness_per_family,
     )
