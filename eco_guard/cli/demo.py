@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "surrogate face the model never saw) or a registry family such as noise_first_n",
     )
     parser.add_argument(
+        "--combine",
+        choices=("bonferroni", "split"),
+        default=DemoSettings.combine,
+        help="how an image request's two detectors share the false-positive rate (classifiers.multimodal)",
+    )
+    parser.add_argument(
         "--leaky-few-shot",
         action="store_true",
         help="draw few-shot examples from the scored set itself, as the reference code does (default: from retain "
@@ -110,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         out=Path(args.out), artifact=Path(args.artifact) if args.artifact else None, retrain=args.retrain,
         limit=args.limit, max_new_tokens=args.max_new_tokens, budget=args.budget, seed=args.seed,
         logprob=args.logprob, metric=args.search_metric, corruption=args.corruption,
-        image_corruption=args.image_corruption, no_leak=not args.leaky_few_shot,
+        image_corruption=args.image_corruption, no_leak=not args.leaky_few_shot, combine=args.combine,
     )  # fmt: skip
     report = run_demo(settings)
     print(

@@ -18,7 +18,7 @@ def test_train_then_classify(tmp_path, capsys) -> None:
     data = write_synthetic(tmp_path / "mllmu", n_profiles=40, n_celebrities=6, seed=1, image_size=64)
     guard = tmp_path / "guard"
     argv = ["train-classifier", "--data", str(data), "--forget", "forget_10", "--out", str(guard), "--fpr", "0.2",
-            "--robustness-per-family", "8", "--text-head-share", "0.5"]  # fmt: skip
+            "--robustness-per-family", "8", "--text-head-share", "0.5", "--combine", "split"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "forget FNR" in printed and "buried_600_tokens" in printed
@@ -27,6 +27,9 @@ def test_train_then_classify(tmp_path, capsys) -> None:
     assert set(report["rates"]) == {"text", "image"}
     assert report["rates"]["text"]["held_out"]["forget_fnr"]["n"] > 0
     assert report["text_head_share"] == 0.5 and load_classifier(guard).text_head_share == 0.5
+    # the split combination, asked for, is saved with its own calibrator (the default is Bonferroni)
+    assert report["combine"] == "split" and load_classifier(guard).combine == "split"
+    assert "combined" in report["calibration"]["image"]
 
     forget = load_config(data, "forget_10")
     name = forget[0]["biography"]["Name"]
