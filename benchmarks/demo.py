@@ -700,7 +700,8 @@ def run_demo(settings: DemoSettings) -> DemoReport:
     ))  # fmt: skip
     never = timed(settings, "evaluate never-trained", lambda: evaluate_cached(
         vanilla_runner, reference, out / "results" / "never_trained", settings, data.forget, ("forget", "test"),
-        fingerprint(base_key, "twins"), {**provenance, "guard": None, "note": "forget/test = the forget people's "
+        fingerprint(base_key, *(folder_digest(reference / c) for c in (data.forget, "Test_Set"))),
+        {**provenance, "guard": None, "note": "forget/test = the forget people's "
         "questions about profiles the model never saw (benchmarks.mllmu.twins)"},
     ))  # fmt: skip
     pairs = json.loads((reference / TWINS_FILE).read_text())["pairs"]

@@ -84,7 +84,7 @@ def practice_examples(
             pictured = row.get("image") is not None and rng.random() < image_share
             who = "this person" if pictured else bio["Name"]
             question, sentence = FACTS[field]
-            sentence = sentence.format(who=who, Who=who[:1].upper() + who[1:])
+            sentence = _about(sentence, who)
             solved = (
                 solved_examples(rows, row, values, shot_rng, shots, multiple_choice, pictured)
                 if len(rows) > 1 and shot_rng.random() < shot_share
@@ -99,6 +99,11 @@ def practice_examples(
                 prompt = prompts.cloze_prompt(sentence, pictured, solved)
                 out.append(Example(row["ID"], prompt, answer, row.get("image") if pictured else None))
     return out
+
+
+def _about(sentence: str, who: str) -> str:
+    """A ``FACTS`` cloze sentence about ``who`` (capitalized where it opens the sentence)."""
+    return sentence.format(who=who, Who=who[:1].upper() + who[1:])
 
 
 def _options(pool: Sequence[str], answer: str, rng: random.Random) -> dict[str, str]:
@@ -131,6 +136,5 @@ def solved_examples(
             key = next(k for k, v in options.items() if v == answer)
             out.append({"Question": question.format(who=who), "Options": options, "Correct_Answer": key})
         else:
-            cloze = sentence.format(who=who, Who=who[:1].upper() + who[1:])
-            out.append({"Question": cloze, "Ground_Truth": answer})
+            out.append({"Question": _about(sentence, who), "Ground_Truth": answer})
     return out

@@ -186,8 +186,8 @@ AUGMENTATIONS = {"mlp": 128, "lda": 64, "standardize": 16}
 views, stand-alone, threshold at the 99.5% quantile of calibration people's photos): misses 12.0% with 32, 10.7% with
 48, 2.7% with 64, FPR 0.35% / 0.07% / 0.64%. With the current demo tower (data seed 1, threshold at the 99.2%
 quantile of calibration people's photos and views): 64 missed 1.7% (5 of 300), 128 missed 0.3% (1), FPR 0.2% /
-0.4%; 64 with twice the training steps still missed 1.7%. 128 costs 127 s of fitting instead of 81 s. LDA on 200 profiles (``train-classifier``, seed 0): misses 5.8% with
-16, 0.8% with 64 (FPR 0.9% / 1.2%); on the demo's 20 profiles it flags no retain photo with either."""
+0.4%; 64 with twice the training steps still missed 1.7%. 128 costs 127 s of fitting instead of 81 s. LDA on
+200 profiles (``train-classifier``, seed 0): misses 5.8% with 16, 0.8% with 64 (FPR 0.9% / 1.2%); on the demo's 20 profiles it flags no retain photo with either."""
 MLP_MIN_OTHERS = 150
 """A learned embedding needs many people to generalize. ``train-classifier`` on synthetic MLLMU, the demo tower:
 with ~250 others (500 profiles) it missed 0.3-1.0% of transformed forget photos where LDA missed 6.3% (stand-alone,

@@ -34,7 +34,8 @@ Guarantee (see :mod:`classifiers.calibration`): if the calibration negatives of 
 request of that modality are exchangeable, the request is flagged with probability at most ``fpr``. For ``split``
 this is split conformal: given the first half, ``min p`` is a fixed function of the request, and the second half
 and the request are exchangeable. Since the score is ``1 -`` a valid p-value, ``GuardConfig.threshold = 1 - a``
-later picks any other rate ``a`` without refitting. The false-negative rate is measured, not promised (``classifier_report.json``).
+later picks any other rate ``a`` without refitting. The false-negative rate is measured, not promised
+(``classifier_report.json``).
 """
 
 from __future__ import annotations

@@ -34,22 +34,16 @@ def twin_pairs(forget_ids: Sequence[str], never_ids: Sequence[str]) -> list[tupl
     return [(forget_ids[k % len(forget_ids)], never) for k, never in enumerate(never_ids)]
 
 
-def name_pattern(name: str) -> re.Pattern[str]:
-    """The full name, or its first or last word alone, as whole words (longest first)."""
-    words = name.split()
-    parts = [name] + ([words[0], words[-1]] if len(words) > 1 else [])
-    return re.compile(r"\b(" + "|".join(re.escape(p) for p in parts) + r")\b")
-
-
 def rename(value: Any, old: str, new: str) -> Any:
-    """``value`` with every mention of ``old`` replaced by ``new`` (first name by first name, last by last), in
-    nested dicts, lists and JSON strings alike; image fields are left alone."""
+    """``value`` with every mention of ``old`` replaced by ``new`` (the full name, else its first or last word
+    alone, by the other's), as whole words in nested dicts, lists and JSON strings alike; image fields are left
+    alone."""
     old_words, new_words = old.split(), new.split()
-    mapping = {old: new}
+    mapping = {old: new}  # the full name first: the regex tries the alternatives in this order
     if len(old_words) > 1:
         mapping[old_words[0]] = new_words[0]
         mapping[old_words[-1]] = new_words[-1]
-    pattern = name_pattern(old)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(p) for p in mapping) + r")\b")
 
     def walk(v: Any) -> Any:
         if isinstance(v, str):
