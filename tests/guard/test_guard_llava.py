@@ -20,17 +20,20 @@ def image():
 
 
 def merged_embeddings(guard, prompts, flags):
-    """The embeddings the language model receives (after image features are merged), captured by a pre-hook."""
+    """The embeddings the language model receives (after image features are merged), captured by a pre-hook; the
+    whole prompt in one prefill (no shared prefix computed apart)."""
     captured = {}
 
     def grab(module, args, kwargs):
         captured["embeds"] = kwargs["inputs_embeds"].detach().clone()
 
     handle = guard.model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    sharing, guard.share_prefix = guard.share_prefix, False
     try:
         guard.generate(prompts, flags=flags, max_new_tokens=1)
     finally:
         handle.remove()
+        guard.share_prefix = sharing
     return captured["embeds"]
 
 
@@ -211,3 +214,45 @@ def test_surrogate_faces_replace_a_flagged_picture_and_travel_with_the_guard(tin
         EcoGuard.from_pretrained(tmp_path / "guard", model, processor)
     with pytest.raises(ValueError, match=r"\[faces, tokens, 64\]"):
         guard.set_image_surrogates(torch.zeros(2, 16, 5))
+
+
+def test_a_shared_prefix_stops_before_the_picture(tiny_llava, image):
+    """Image prompts after a common text: the shared prefix ends before the first image token (each row's picture
+    differs), and the answers with a corrupted picture equal those of one full prefill."""
+    model, processor = tiny_llava
+    few_shot = (
+        "Question: What is the capital of Italy?\nAnswer: Rome\nQuestion: And of Spain?\nAnswer: Madrid\n"
+    )
+    other = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    prompts = [
+        {"text": few_shot + f"<image>\nWho is this {k}?\nAnswer:", "image": im}
+        for k, im in enumerate((image, other))
+    ]
+    config = GuardConfig(
+        scope=("spans", "image"), image_corruption="noise_first_n", dims=8, image_strength=5.0
+    )
+    guard = EcoGuard(model, processor, config=config)
+    flags = [True, False]
+    batch = guard.encode(guard._requests(prompts), chat_template=False)
+    plan = guard.plan(
+        batch, guard.decide(guard._requests(prompts), flags), guard._collate(batch.ids)["input_ids"].shape
+    )
+    first_image = int((batch.ids[0] == guard.image_token_id).nonzero()[0])
+    assert guard.shared_prefix(batch, plan) == first_image
+    prefills = []
+
+    def grab(module, args, kwargs):
+        if kwargs["inputs_embeds"].shape[:2] != (2, 1):  # not a decode step
+            prefills.append(kwargs["inputs_embeds"].detach().clone())
+
+    handle = model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        shared = guard.generate(prompts, flags=flags, chat_template=False, max_new_tokens=6)
+        guard.generate(prompts, flags=[False, False], chat_template=False, max_new_tokens=6)
+    finally:
+        handle.remove()
+    (_, flagged), (_, clean) = prefills[:2], prefills[2:]
+    assert flagged.shape[:2] == (2, batch.ids[0].numel() - first_image)
+    assert not torch.equal(flagged[0], clean[0]) and torch.equal(flagged[1], clean[1])
+    guard.share_prefix = False
+    assert guard.generate(prompts, flags=flags, chat_template=False, max_new_tokens=6) == shared

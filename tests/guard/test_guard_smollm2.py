@@ -171,3 +171,57 @@ def test_save_and_load(guard, tmp_path):
         guard.config = guard.config.replace(strength=100.0)
     assert loaded.config.strength == 42.0 and loaded.classifier is None
     assert loaded.num_parameters() == guard.model.num_parameters()  # attribute fall-through
+
+
+FEW_SHOT = (
+    "Question: What is the capital of Italy?\nAnswer: Rome\n"
+    "Question: What is the capital of Spain?\nAnswer: Madrid\n"
+)
+
+
+@pytest.mark.parametrize(
+    "config, shares",
+    [
+        (GuardConfig(corruption="noise_first_n", strength=100.0, dims=1, scope=("spans",)), True),
+        (GuardConfig(corruption="substitute", strength=1.0, scope=("spans",)), True),
+        (GuardConfig(corruption="noise_first_n", strength=100.0, dims=1, scope=("prompt",)), False),
+    ],
+    ids=["noise-on-names", "substitute-names", "whole-prompt"],
+)
+def test_a_shared_prefix_is_computed_once_and_answers_stay_the_same(smollm2, config, shares):
+    """Few-shot prompts start alike: the guard runs that prefix once and reuses its KV cache. The answers equal
+    those of the whole prompts in one prefill, flagged rows included; the corruption is drawn over the whole
+    prompt either way. A corrupted token in the prefix (scope ``prompt``) turns the sharing off."""
+    from eco_guard.guard import MIN_SHARED_PREFIX
+
+    model, tokenizer = smollm2
+    guard = EcoGuard(model, tokenizer, config=config)
+    prompts = [FEW_SHOT + f"Question: What is the capital of {c}?\nAnswer:" for c in ("France", "Japan")]
+    prompts += [
+        FEW_SHOT + "Question: Where does Jane Doe live?\nAnswer:",
+        FEW_SHOT + "Question: Who?\nAnswer:",
+    ]
+    flags = [False, Flag(True, terms=("Japan",)), Flag(True, terms=("Jane Doe",)), False]
+    batch = guard.encode(guard._requests(prompts), chat_template=False)
+    plan = guard.plan(
+        batch, guard.decide(guard._requests(prompts), flags), guard._collate(batch.ids)["input_ids"].shape
+    )
+    shared = guard.shared_prefix(batch, plan)
+    assert (shared >= MIN_SHARED_PREFIX) == shares
+    if shares:
+        assert torch.equal(batch.ids[0][:shared], batch.ids[3][:shared])
+        assert not any(p.mask[:shared].any() for p in plan.text_rows)
+
+    widths = []
+    handle = model.get_input_embeddings().register_forward_hook(
+        lambda m, a, out: widths.append(out.shape[:2])
+    )
+    try:
+        together = guard.generate(prompts, flags=flags, chat_template=False, max_new_tokens=8)
+    finally:
+        handle.remove()
+    full = max(r.numel() for r in batch.ids)
+    assert widths[:2] == ([(1, shared), (4, full - shared)] if shares else [(4, full), (4, 1)])
+    guard.share_prefix = False
+    assert guard.generate(prompts, flags=flags, chat_template=False, max_new_tokens=8) == together
+    assert together[1] != guard.generate(prompts[1:2], chat_template=False, max_new_tokens=8)[0]
