@@ -1,7 +1,9 @@
 """Guard overhead on the real SmolLM2 with HF generate, batch 16: guarded vs unwrapped, measured side by side.
 
-Prints throughput ratios (guarded / unwrapped; 1.0 = no overhead) for 0% and 100% flagged traffic. The runs are
-interleaved and the median of several rounds is reported, so machine noise hits both sides alike.
+Prints throughput ratios (guarded / unwrapped; 1.0 = no overhead) for 0% and 100% flagged traffic, with the
+guard's shared-prefix reuse off so that the ratios are the guard's own cost; one more row has it on (the chat
+template's system prompt is the prefix these prompts share). The runs are interleaved and the median of several
+rounds is reported, so machine noise hits both sides alike.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def main(batch: int = 16, new_tokens: int = 32, rounds: int = 5) -> dict[str, fl
     from eco_guard.models import load_model
 
     model, tokenizer = load_model("smollm2")
-    guard = EcoGuard(model, tokenizer, config=GuardConfig())
+    guard = EcoGuard(model, tokenizer, config=GuardConfig(), share_prefix=False)
+    sharing = EcoGuard(model, tokenizer, config=GuardConfig())
     prompts = [QUESTIONS[i % len(QUESTIONS)] + " " * (i // len(QUESTIONS)) for i in range(batch)]
     rendered = [guard.render(r) for r in guard._requests(prompts)]
     kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
@@ -38,11 +41,16 @@ def main(batch: int = 16, new_tokens: int = 32, rounds: int = 5) -> dict[str, fl
         inputs = tokenizer(rendered, padding=True, padding_side="left", return_tensors="pt")
         model.generate(**inputs, pad_token_id=guard.pad_token_id, **kwargs)
 
-    def guarded(share: float) -> None:
+    def guarded(share: float, wrapper: EcoGuard = guard) -> None:
         flags = [i < round(share * batch) for i in range(batch)]
-        guard.generate(prompts, flags=flags, **kwargs)
+        wrapper.generate(prompts, flags=flags, **kwargs)
 
-    runs = {"unwrapped": unwrapped, "guarded_0": lambda: guarded(0.0), "guarded_100": lambda: guarded(1.0)}
+    runs = {
+        "unwrapped": unwrapped,
+        "guarded_0": lambda: guarded(0.0),
+        "guarded_100": lambda: guarded(1.0),
+        "shared_0": lambda: guarded(0.0, sharing),
+    }
     times: dict[str, list[float]] = {name: [] for name in runs}
     with torch.inference_mode():
         for fn in runs.values():  # warm-up
