@@ -123,7 +123,9 @@ class EcoGuard:
 
         ``share_prefix``: :meth:`generate` computes the tokens every prompt of a batch starts with once and reuses
         their KV cache (few-shot benchmark prompts share most of their tokens: about half the time on two CPU
-        cores). The answers are the same; the prefix stops before any image or corrupted token."""
+        cores). The answers are the same; the prefix stops before any image or corrupted token. Models whose
+        positions do not simply count the attended tokens (M-RoPE), or whose layers keep another kind of cache
+        (sliding windows, recurrent state), always run whole prompts."""
         if classifier is not None and not isinstance(classifier, PromptClassifier):
             raise TypeError("classifier must have a flag(requests) -> list[Flag] method")
         self.model = model
@@ -131,7 +133,7 @@ class EcoGuard:
         self.tokenizer = getattr(tokenizer_or_processor, "tokenizer", tokenizer_or_processor)
         self.classifier = classifier
         self.config = config or GuardConfig()
-        self.share_prefix = share_prefix
+        self.share_prefix = share_prefix and _positions_follow_the_mask(model)
         self.multimodal = getattr(model.config, "vision_config", None) is not None
         self.image_token_id = _image_token_id(model.config) if self.multimodal else None
         self.pad_token_id = self.tokenizer.pad_token_id
@@ -823,6 +825,20 @@ def load_classifier(directory: str | Path) -> PromptClassifier | None:
 
 def _as_flag(flag: bool | Flag) -> Flag:
     return flag if isinstance(flag, Flag) else Flag(bool(flag), float(bool(flag)), "override")
+
+
+def _positions_follow_the_mask(model: Any) -> bool:
+    """Whether a prefix computed once can continue with middle padding: full-attention layers in a plain KV cache
+    and positions counted along the attention mask (not M-RoPE's image grid)."""
+    if not getattr(type(model), "_supports_default_dynamic_cache", lambda: False)():
+        return False
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if any(kind != "full_attention" for kind in getattr(text, "layer_types", None) or ()):
+        return False
+    if any(hasattr(m, "get_rope_index") for m in (model, getattr(model, "model", None))):
+        return False  # Qwen2-VL and kin place positions on the image grid
+    rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None) or {}
+    return not (isinstance(rope, Mapping) and "mrope_section" in rope)
 
 
 def _chunks(n: int, size: int | None) -> Iterator[tuple[int, int]]:

@@ -256,3 +256,34 @@ def test_a_shared_prefix_stops_before_the_picture(tiny_llava, image):
     assert not torch.equal(flagged[0], clean[0]) and torch.equal(flagged[1], clean[1])
     guard.share_prefix = False
     assert guard.generate(prompts, flags=flags, chat_template=False, max_new_tokens=6) == shared
+
+
+def test_models_whose_positions_or_caches_differ_run_whole_prompts(tiny_llava):
+    """Sharing a prefix needs positions that count the attended tokens and a plain KV cache: sliding-window layers
+    (Gemma 3) and image-grid positions (Qwen2-VL's M-RoPE) turn it off; LLaVA and Llama keep it."""
+    from transformers import (
+        AutoModelForCausalLM,
+        Gemma3TextConfig,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
+
+    from eco_guard.guard import _positions_follow_the_mask
+
+    assert _positions_follow_the_mask(tiny_llava[0])
+    small = dict(
+        num_hidden_layers=1,
+        hidden_size=32,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    gemma = AutoModelForCausalLM.from_config(Gemma3TextConfig(head_dim=16, vocab_size=64, **small))
+    assert not _positions_follow_the_mask(gemma)
+    qwen = Qwen2VLForConditionalGeneration(
+        Qwen2VLConfig(
+            text_config=dict(vocab_size=64, **small),
+            vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2),
+        )
+    )
+    assert not _positions_follow_the_mask(qwen)
