@@ -81,10 +81,17 @@ def min_negatives(alpha: float, detectors: int = 1) -> int:
 
 @dataclass(frozen=True)
 class Rate:
-    """An error rate with its count and an exact (Clopper-Pearson) 95% upper bound."""
+    """An error rate with its count and an exact (Clopper-Pearson) 95% upper bound.
+
+    The bound treats requests as independent. Many requests about one person are not: a look-alike has all their
+    photos flagged at once. Given who each request is about (``owners``), the rate also counts the people with an
+    error and bounds the share of such people, which bounds the rate itself for equally many requests per
+    person when people, not requests, are independent."""
 
     errors: int
     total: int
+    people_with_errors: int | None = None
+    people: int | None = None
 
     @property
     def value(self) -> float | None:
@@ -92,25 +99,46 @@ class Rate:
 
     @property
     def upper95(self) -> float | None:
-        if not self.total:
-            return None
-        if self.errors == self.total:
-            return 1.0
-        from scipy.stats import beta
+        return _clopper_pearson_upper(self.errors, self.total)
 
-        return float(beta.ppf(0.975, self.errors + 1, self.total - self.errors))
+    @property
+    def people_upper95(self) -> float | None:
+        if self.people is None:
+            return None
+        return _clopper_pearson_upper(self.people_with_errors, self.people)
 
     def to_dict(self) -> dict[str, float | int | None]:
-        return {"rate": self.value, "errors": self.errors, "n": self.total, "upper95": self.upper95}
+        out = {"rate": self.value, "errors": self.errors, "n": self.total, "upper95": self.upper95}
+        if self.people is not None:
+            out.update(people_with_errors=self.people_with_errors, people=self.people,
+                       people_upper95=self.people_upper95)  # fmt: skip
+        return out
 
 
-def false_negative_rate(flags: Sequence[bool]) -> Rate:
-    """Share of positives (forget-target requests) that were not flagged."""
-    flags = [bool(f) for f in flags]
-    return Rate(sum(not f for f in flags), len(flags))
+def _clopper_pearson_upper(errors: int, total: int) -> float | None:
+    if not total:
+        return None
+    if errors == total:
+        return 1.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(0.975, errors + 1, total - errors))
 
 
-def false_positive_rate(flags: Sequence[bool]) -> Rate:
-    """Share of negatives that were flagged."""
-    flags = [bool(f) for f in flags]
-    return Rate(sum(flags), len(flags))
+def _rate(errors: Sequence[bool], owners: Sequence[str] | None) -> Rate:
+    if owners is None:
+        return Rate(sum(errors), len(errors))
+    if len(owners) != len(errors):
+        raise ValueError(f"got {len(owners)} owners for {len(errors)} requests")
+    wrong = {o for o, e in zip(owners, errors, strict=True) if e}
+    return Rate(sum(errors), len(errors), len(wrong), len(set(owners)))
+
+
+def false_negative_rate(flags: Sequence[bool], owners: Sequence[str] | None = None) -> Rate:
+    """Share of positives (forget-target requests) that were not flagged; ``owners``: who each is about."""
+    return _rate([not bool(f) for f in flags], owners)
+
+
+def false_positive_rate(flags: Sequence[bool], owners: Sequence[str] | None = None) -> Rate:
+    """Share of negatives that were flagged; ``owners``: who each is about."""
+    return _rate([bool(f) for f in flags], owners)

@@ -267,20 +267,30 @@ def evaluate(
     def flags(requests: list[Any]) -> list[bool]:
         return [f.flagged for f in classifier.flag(requests)] if requests else []
 
-    def text_requests(people: Sequence[Profile], held_out: bool) -> list[str]:
-        return [q for p in people for q in (p.held_out_text_questions if held_out else p.text_questions)]
+    def text_requests(people: Sequence[Profile], held_out: bool) -> tuple[list[str], list[str]]:
+        pairs = [
+            (q, p.name) for p in people for q in (p.held_out_text_questions if held_out else p.text_questions)
+        ]
+        return [q for q, _ in pairs], [who for _, who in pairs]
 
-    def image_requests(people: Sequence[Profile], held_out: bool) -> list[dict[str, Any]]:
-        out = []
+    def image_requests(people: Sequence[Profile], held_out: bool) -> tuple[list[dict[str, Any]], list[str]]:
+        out, owners = [], []
         for p in people:
             if held_out:
                 questions = p.held_out_image_questions or p.image_questions
-                out += [
+                asked = [
                     {"text": _pick(questions, rng), "image": img} for img in p.held_out_images if questions
                 ]
-            elif p.image is not None:
-                out += [{"text": q, "image": p.image} for q in p.image_questions]
-        return out
+            else:
+                asked = (
+                    [{"text": q, "image": p.image} for q in p.image_questions] if p.image is not None else []
+                )
+            out += asked
+            owners += [p.name] * len(asked)
+        return out, owners
+
+    def rate(kind: Callable, requests: tuple[list[Any], list[str]]) -> dict[str, Any]:
+        return kind(flags(requests[0]), requests[1]).to_dict()
 
     rates: dict[str, Any] = {}
     modalities: dict[str, Callable] = {"text": text_requests}
@@ -288,9 +298,9 @@ def evaluate(
         modalities["image"] = image_requests
     for modality, build in modalities.items():
         for held_out in (False, True):
-            row = {"forget_fnr": false_negative_rate(flags(build(forget, held_out))).to_dict()}
+            row = {"forget_fnr": rate(false_negative_rate, build(forget, held_out))}
             for group, (_, _, test) in groups.items():
-                row[f"{group}_fpr"] = false_positive_rate(flags(build(test, held_out))).to_dict()
+                row[f"{group}_fpr"] = rate(false_positive_rate, build(test, held_out))
             if modality == "text" and not held_out:
                 row["general_fpr"] = false_positive_rate(flags(list(general_test))).to_dict()
             rates.setdefault(modality, {})["held_out" if held_out else "train"] = row
@@ -346,6 +356,16 @@ def summary_table(report: dict[str, Any]) -> str:
                 f"{modality:9} {split:9} {pct(row.get('forget_fnr')):>10} {pct(row.get('retain_fpr')):>10} "
                 f"{pct(row.get('celebrity_fpr')):>10} {pct(row.get('general_fpr')):>11}"
             )
+    notes = [
+        f"{modality} {split} {name.replace('_', ' ')}: {e['errors']} of {e['n']} requests, from "
+        f"{e['people_with_errors']} of {e['people']} people (people-level 95% bound {100 * e['people_upper95']:.1f}%)"
+        for modality, splits in report["rates"].items()
+        for split, row in splits.items()
+        for name, e in row.items()
+        if e and e.get("people") and e["errors"]
+    ]
+    if notes:
+        lines += ["", "errors by person (one look-alike can account for all of their requests):", *notes]
     lines += ["", f"{'attack family':20} {'FNR':>7} {'FPR (others)':>13}"]
     for family, row in report["robustness"].items():
         lines.append(f"{family:20} {pct(row.get('fnr')):>7} {pct(row.get('fpr')):>13}")

@@ -48,6 +48,22 @@ def test_errors_and_rates() -> None:
         ConformalCalibrator([0.1, float("nan")])
     rate = false_negative_rate([True, True, False, True])
     assert rate.value == 0.25 and rate.errors == 1 and 0.25 < rate.upper95 < 1
+    assert "people" not in rate.to_dict()
+
+
+def test_errors_are_also_counted_by_person() -> None:
+    """Six photos of one look-alike among 60 people's 600: the request-level bound treats them as six independent
+    chances, the people-level bound as the one person they are."""
+    from classifiers.calibration import false_positive_rate
+
+    owners = [f"person {k // 10}" for k in range(600)]
+    flags = [k < 6 for k in range(600)]
+    rate = false_positive_rate(flags, owners)
+    assert (rate.errors, rate.total, rate.people_with_errors, rate.people) == (6, 600, 1, 60)
+    assert rate.value == 0.01 and rate.upper95 < 0.025 < rate.people_upper95 < 0.1
+    assert rate.to_dict()["people_upper95"] == rate.people_upper95
+    with pytest.raises(ValueError, match="owners for"):
+        false_positive_rate(flags, owners[:-1])
 
 
 def test_calibration_negatives_are_enough_to_flag_at_the_target_rate() -> None:

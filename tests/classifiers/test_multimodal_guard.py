@@ -27,6 +27,16 @@ def test_report_rates_and_robustness(fitted) -> None:
     assert text["celebrity_fpr"]["n"] > 0
     assert rates["text"]["train"]["general_fpr"]["rate"] <= 0.15
     assert rates["image"]["train"]["forget_fnr"]["rate"] <= 0.2  # the reference images themselves
+    forget_people = len(fitted[0].image.identities_)
+    for modality in rates:
+        for split, row in rates[modality].items():
+            assert row["forget_fnr"]["people"] == forget_people, (modality, split)
+            for (
+                entry
+            ) in row.values():  # people are counted for every rate that knows whose requests these are
+                assert "people" not in entry or 0 <= entry["people_with_errors"] <= min(
+                    entry["errors"], entry["people"]
+                )
     assert set(report["robustness"]) == set(FAMILIES)
     for family, row in report["robustness"].items():
         assert row["fnr"]["rate"] <= 0.1, (family, row)
