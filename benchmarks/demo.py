@@ -230,22 +230,18 @@ def rows_of(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(s, m) for s in SET_ORDER for m in MODALITY_ORDER if m in table.get(s, {})]
 
 
-ITEM_SCORES: dict[str, tuple[str, Callable[[Mapping[str, Any]], float]]] = {
-    "classification_stated_acc": ("classification", lambda r: float(r["stated_correct"])),
-    "cloze_acc": ("cloze", lambda r: float(r["correct"])),
-    "rougeL": ("generation", lambda r: float(r["scores"]["rougeL"])),
-}
-"""Each goal metric as the mean of one score per question (the sample records of ``evaluate``)."""
-
-
 def forget_item_scores(samples: Path, ids: set[str] | None = None) -> dict[str, dict[str, list[float]]]:
-    """Per forget modality and goal metric, the questions' scores (of the profiles ``ids`` only, when given)."""
+    """Per forget modality and goal metric, the questions' scores (of the profiles ``ids`` only, when given), read
+    as the benchmark's summary reads them (``benchmarks.mllmu.evaluate.SAMPLE_METRICS``)."""
+    from benchmarks.mllmu.evaluate import SAMPLE_METRICS
+
     out: dict[str, dict[str, list[float]]] = {}
     for line in samples.read_text().splitlines():
         record = json.loads(line) if line.strip() else None
         if record is None or record["set"] != "forget" or (ids is not None and record["id"] not in ids):
             continue
-        for metric, (task, read) in ITEM_SCORES.items():
+        for metric in GOAL_METRICS:
+            task, read, _ = SAMPLE_METRICS[metric]
             if record["task"] == task:
                 out.setdefault(record["modality"], {}).setdefault(metric, []).append(read(record))
     return out

@@ -25,7 +25,7 @@ import random
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -413,6 +413,26 @@ def score_item(it: Item, with_bleu: bool) -> dict[str, Any]:
     return sample
 
 
+def _score(key: str) -> Callable[[Mapping[str, Any]], float | None]:
+    return lambda s: None if s.get(key) is None else float(s[key])
+
+
+def _text_score(key: str) -> Callable[[Mapping[str, Any]], float | None]:
+    return lambda s: s["scores"].get(key)
+
+
+SAMPLE_METRICS: dict[str, tuple[str, Callable[[Mapping[str, Any]], float | None], float]] = {
+    "classification_acc": ("classification", _score("correct"), 100),
+    "classification_stated_acc": ("classification", _score("stated_correct"), 100),
+    "classification_logprob_acc": ("classification", _score("logprob_correct"), 100),
+    "cloze_acc": ("cloze", _score("correct"), 100),
+    **{key: ("generation", _text_score(key), 1) for key in ("rouge1", "rouge2", "rougeL", "bleu")},
+    "qa_rougeL": ("qa", _text_score("rougeL"), 1),
+}
+"""metric -> (task, the score of one sample record, scale): each metric is the mean of that score over the task's
+samples, times the scale (accuracies are in percent); it is left out when a sample lacks the score."""
+
+
 def summarize(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float | int | None]]]:
     """metrics[set][modality][metric] from the sample records."""
     grouped: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
@@ -426,24 +446,11 @@ def summarize(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[
         for s in group:
             by_task[s["task"]].append(s)
         m: dict[str, Any] = {}
-        if by_task["classification"]:
-            cls = by_task["classification"]
-            m["classification_acc"] = 100 * metrics.mean([float(s["correct"]) for s in cls])
-            if all("stated_correct" in s for s in cls):
-                m["classification_stated_acc"] = 100 * metrics.mean([float(s["stated_correct"]) for s in cls])
-            if all("logprob_correct" in s for s in cls):
-                m["classification_logprob_acc"] = 100 * metrics.mean(
-                    [float(s["logprob_correct"]) for s in cls]
-                )
-        if by_task["cloze"]:
-            m["cloze_acc"] = 100 * metrics.mean([float(s["correct"]) for s in by_task["cloze"]])
-        if by_task["generation"]:
-            for key in ("rouge1", "rouge2", "rougeL", "bleu"):
-                value = metrics.mean([s["scores"].get(key) for s in by_task["generation"]])
-                if value is not None:
-                    m[key] = value
-        if by_task["qa"]:
-            m["qa_rougeL"] = metrics.mean([s["scores"]["rougeL"] for s in by_task["qa"]])
+        for name, (task, read, scale) in SAMPLE_METRICS.items():
+            values = [read(s) for s in by_task[task]]
+            value = metrics.mean(values) if values and None not in values else None
+            if value is not None:
+                m[name] = scale * value
         m["flag_rate"] = 100 * metrics.mean([float(s["flagged"]) for s in group])
         m["n"] = len(group)
         for task in ("classification", "cloze", "generation", "qa"):
