@@ -63,7 +63,6 @@ def main(per_task: int = 16, batch_size: int = 16, rounds: int = 2, new_tokens: 
                         ratios[f"{task}/{modality}/{int(flagged)}"] = full / shared
                         print(f"{task + ' ' + modality:<26}{'all' if flagged else 'none':>8}{shared:>10.2f}"
                               f"{full:>9.2f}{full / shared:>7.2f}{f'{same}/{len(requests)}':>8}")  # fmt: skip
-        guard.share_prefix = True
     print(f"all tasks: shared {totals[True]:.1f} s, full {totals[False]:.1f} s, "
           f"ratio {totals[False] / totals[True]:.2f}")  # fmt: skip
     ratios["all"] = totals[False] / totals[True]
