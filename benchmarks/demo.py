@@ -74,6 +74,12 @@ class DemoSettings:
     portrait drawn for no profile, which the model never saw), the picture analogue of a surrogate name; noise
     made every face read alike ("Cork, Ireland" for anyone) and answers worse than never-trained."""
     surrogate_faces: int = 8
+    guard_seeds: int = 4
+    """Guards scored on the forget set, each with its own surrogate names (``GuardConfig.seed``) and its own bank
+    of surrogate faces; the forget goals read their mean. Which unknown person a guard's surrogate is moves a forget
+    cell as much as which never-trained twin is asked: each is one draw of "someone the model never saw"."""
+    every_twin: bool = True
+    """Each forget person's questions asked about every never-trained person (8 rounds of twins), not two."""
     dims: int | None = None
     """Dimensions the noise touches; None: all of them (isotropic noise on the image features, and on the names'
     tokens when ``corruption`` is a noise; ECO's single dimension needs a strength so large on this small model
@@ -150,14 +156,15 @@ def write_split(source_root: Path, target_root: Path, name: str, ids: Sequence[s
     pq.write_table(table, folder / "train-00000-of-00001.parquet")
 
 
-def prepare_data(data: Any, out: Path, heldout: Sequence[str]) -> tuple[Path, Path]:
+def prepare_data(data: Any, out: Path, heldout: Sequence[str], every: bool = True) -> tuple[Path, Path]:
     """The benchmark (retain split without the held-out profiles) and its never-trained twin (the forget people's
-    questions about the held-out people: ``benchmarks.mllmu.twins``); both under ``out``."""
+    questions about the held-out people: ``benchmarks.mllmu.twins``; ``every``: each of them); both under
+    ``out``."""
     from benchmarks.mllmu.loader import retain_split, split_people
     from benchmarks.mllmu.twins import twin_pairs, write_twins
 
     root, reference = out / "data", out / "reference"
-    key = fingerprint(asdict(data), sorted(heldout), "twins")
+    key = fingerprint(asdict(data), sorted(heldout), "twins", "every" if every else "once")
     if cached(root, key) and cached(reference, key):
         return root, reference
     data.write(root)
@@ -174,7 +181,7 @@ def prepare_data(data: Any, out: Path, heldout: Sequence[str]) -> tuple[Path, Pa
     reference.mkdir(parents=True)
     for name in ("Full_Set", "Retain_Set", "ft_Data"):
         (reference / name).symlink_to(Path("..") / "data" / name)
-    pairs = twin_pairs(forget_ids, heldout)
+    pairs = twin_pairs(forget_ids, heldout, every=every)
     write_twins(root, reference, {data.forget: "Full_Set", "Test_Set": "Test_Set"}, pairs, manifest["names"])
     (reference / TWINS_FILE).write_text(json.dumps({"pairs": pairs}, indent=1) + "\n")
     write_split(root, reference, retain_split(data.forget), retain_ids)
@@ -230,20 +237,21 @@ def rows_of(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(s, m) for s in SET_ORDER for m in MODALITY_ORDER if m in table.get(s, {})]
 
 
-def forget_item_scores(samples: Path, ids: set[str] | None = None) -> dict[str, dict[str, list[float]]]:
-    """Per forget modality and goal metric, the questions' scores (of the profiles ``ids`` only, when given), read
-    as the benchmark's summary reads them (``benchmarks.mllmu.evaluate.SAMPLE_METRICS``)."""
+def forget_item_scores(samples: Path) -> dict[tuple[str, str], dict[tuple[str, str, int], float]]:
+    """``{(modality, goal metric): {(profile ID, task, question index): score}}`` of the forget questions, read as
+    the benchmark's summary reads them (``benchmarks.mllmu.evaluate.SAMPLE_METRICS``)."""
     from benchmarks.mllmu.evaluate import SAMPLE_METRICS
 
-    out: dict[str, dict[str, list[float]]] = {}
+    out: dict[tuple[str, str], dict[tuple[str, str, int], float]] = {}
     for line in samples.read_text().splitlines():
         record = json.loads(line) if line.strip() else None
-        if record is None or record["set"] != "forget" or (ids is not None and record["id"] not in ids):
+        if record is None or record["set"] != "forget":
             continue
         for metric in GOAL_METRICS:
             task, read, _ = SAMPLE_METRICS[metric]
             if record["task"] == task:
-                out.setdefault(record["modality"], {}).setdefault(metric, []).append(read(record))
+                key = (record["id"], record["task"], int(record.get("index", 0)))
+                out.setdefault((record["modality"], metric), {})[key] = float(read(record))
     return out
 
 
@@ -251,54 +259,86 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def reference_resolution(samples: Path, pairs: Sequence[Sequence[str]]) -> dict[str, dict[str, float]]:
-    """|round 1 - round 2| of the twin reference per forget modality and goal metric: two groups of never-trained
-    people asked the very same questions. A gap this large between two equally ignorant answerers is the noise
-    any guard's gap is read against (empty with fewer than two twins per forget person)."""
+def _sd(values: Sequence[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = _mean(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def forget_gaps(
+    guarded: Sequence[Path], reference: Path, pairs: Sequence[Sequence[str]]
+) -> dict[str, dict[str, dict]]:
+    """Per forget modality and goal metric, guarded vs never-trained on the very same questions.
+
+    ``guarded``: the samples of one or more guards (seeds: their own surrogate names and faces); ``reference``:
+    the never-trained twins' samples, ``pairs`` their ``(forget ID, never-trained ID)`` in rounds of one twin per
+    forget person. Each question's guarded score is its mean over the guards, its reference score its mean over
+    the twins; the gap is the mean of their difference, its 95% half-width the normal one over questions (paired).
+    ``seed_sd`` and ``round_sd``: how much one guard and one round of twins move the cell, the noise each single
+    draw of "someone the model never saw" carries."""
+    from benchmarks.mllmu.twins import twin_id
+
+    owner = {twin_id(f, n): f for f, n in pairs}
     people = len({f for f, _ in pairs})
-    if len(pairs) < 2 * people:
-        return {}
-    first, second = (
-        forget_item_scores(samples, {never for _, never in pairs[k * people : (k + 1) * people]})
-        for k in (0, 1)
-    )
-    return {
-        modality: {
-            m: abs(_mean(first[modality][m]) - _mean(second[modality][m]))
-            for m in GOAL_METRICS
-            if first[modality].get(m) and second.get(modality, {}).get(m)
+    rounds = [
+        {twin_id(f, n) for f, n in pairs[k : k + people]} for k in range(0, len(pairs) - people + 1, people)
+    ]
+    runs = [forget_item_scores(path) for path in guarded]
+    twins = forget_item_scores(reference)
+    out: dict[str, dict[str, dict]] = {}
+    for (modality, metric), scores in sorted(twins.items()):
+        if any((modality, metric) not in run for run in runs) or not runs:
+            continue
+        never: dict[tuple[str, str, int], list[float]] = {}
+        for (who, task, index), value in scores.items():
+            if who in owner:
+                never.setdefault((owner[who], task, index), []).append(value)
+        questions = sorted(set(never) & set(runs[0][modality, metric]))
+        if not questions:
+            continue
+        diffs = [_mean([run[modality, metric][q] for run in runs]) - _mean(never[q]) for q in questions]
+        by_round = [[v for (who, _, _), v in scores.items() if who in r] for r in rounds]
+        out.setdefault(modality, {})[metric] = {
+            "gap": _mean(diffs),
+            "interval": 1.96 * (_sd(diffs) or 0.0) / len(diffs) ** 0.5,
+            "seed_sd": _sd([_mean(list(run[modality, metric].values())) for run in runs]),
+            "round_sd": _sd([_mean(values) for values in by_round if values]),
+            "seeds": len(runs),
+            "rounds": sum(1 for values in by_round if values),
+            "questions": len(questions),
         }
-        for modality in sorted(set(first) & set(second))
-    }
+    return out
 
 
-def gap_intervals(guarded: Path, reference: Path) -> dict[str, dict[str, float]]:
-    """Half-width of the 95% interval of guarded - never-trained per forget modality and goal metric (normal
-    approximation, questions independent): how precisely the forget questions can place the gap at all."""
-    g, r = forget_item_scores(guarded), forget_item_scores(reference)
+def mean_forget(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``runs[0]`` with each forget metric replaced by its mean over ``runs`` (guards with other seeds, scored on the
+    forget set)."""
+    out = json.loads(json.dumps(runs[0]))
+    for modality, values in out.get("metrics", {}).get("forget", {}).items():
+        for metric, value in values.items():
+            if metric == "n" or metric.startswith("n_") or not isinstance(value, (int, float)):
+                continue
+            seen = [r["metrics"]["forget"][modality].get(metric) for r in runs]
+            if all(isinstance(v, (int, float)) for v in seen):
+                values[metric] = _mean(seen)
+    return out
 
-    def variance(values: Sequence[float]) -> float:
-        mean = _mean(values)
-        return sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
 
-    return {
-        modality: {
-            m: 1.96
-            * (
-                variance(g[modality][m]) / len(g[modality][m])
-                + variance(r[modality][m]) / len(r[modality][m])
-            )
-            ** 0.5
-            for m in GOAL_METRICS
-            if g[modality].get(m) and r.get(modality, {}).get(m)
-        }
-        for modality in sorted(set(g) & set(r))
-    }
+def _precision(cell: Mapping[str, Any] | None) -> str:
+    """How precisely a forget gap is measured, for the goal's printed line."""
+    if not cell:
+        return ""
+    text = f", 95% interval +-{cell['interval']:.3f} over {cell['questions']} questions"
+    if cell.get("seed_sd") is not None:
+        text += f"; one guard seed of {cell['seeds']} moves it by {cell['seed_sd']:.3f} (sd)"
+    if cell.get("round_sd") is not None:
+        text += f", one round of twins of {cell['rounds']} by {cell['round_sd']:.3f}"
+    return text
 
 
 def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Mapping[str, Any],
-          resolution: Mapping[str, Mapping[str, float]] | None = None,
-          intervals: Mapping[str, Mapping[str, float]] | None = None) -> list[Goal]:  # fmt: skip
+          gaps: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> list[Goal]:  # fmt: skip
     """The demo's claims, each measured: forget ~ never-trained, retain / celebrity unchanged, vanilla memorized."""
     out = []
     modalities = sorted({m for s in vanilla.get("metrics", {}).values() for m in s})
@@ -309,10 +349,7 @@ def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Map
             v = metric_of(vanilla, "forget", modality, metric)
             if g is None or r is None or v is None:
                 continue
-            noise = (resolution or {}).get(modality, {}).get(metric)
-            width = (intervals or {}).get(modality, {}).get(metric)
-            twins = "" if width is None else f", 95% interval +-{width:.3f}"
-            twins += "" if noise is None else f"; twin rounds differ by {noise:.3f}"
+            twins = _precision((gaps or {}).get(modality, {}).get(metric))
             out.append(Goal(
                 f"forget {modality} {metric}: guarded within {FORGET_TOLERANCE} of never-trained",
                 abs(g - r) <= FORGET_TOLERANCE + 1e-9,
@@ -480,15 +517,15 @@ def timed(settings: DemoSettings, name: str, fn: Callable[[], Any]) -> Any:
         logger.info("demo step %s: %.1f s", name, settings.timings[name])
 
 
-def surrogate_faces(data: Any, n: int) -> list[Any]:
-    """``n`` portraits drawn for nobody (indices past every profile and celebrity, their own seed): faces the demo
-    model never saw, for the guard's ``image_surrogates``."""
+def surrogate_faces(data: Any, n: int, draw: int = 0) -> list[Any]:
+    """``n`` portraits drawn for nobody (indices past every profile and celebrity, their own seed; each ``draw``
+    its own faces): faces the demo model never saw, for the guard's ``image_surrogates``."""
     import random
 
     from benchmarks.mllmu import portraits, vocab
 
-    rng = random.Random(f"{data.seed}:surrogate-faces")
-    first = data.n_profiles + data.n_celebrities
+    rng = random.Random(f"{data.seed}:surrogate-faces" + (f":{draw}" if draw else ""))
+    first = data.n_profiles + data.n_celebrities + draw * n
     return [
         portraits.draw_portrait(
             portraits.draw_traits(first + k, rng, rng.choice(vocab.EYES)), data.image_size
@@ -671,18 +708,44 @@ def optimize(
     return searches
 
 
+def evaluate_seeds(guard: Any, data: Any, root: Path, out: Path, settings: DemoSettings, key: str,
+                   provenance: Mapping[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """The forget set under ``settings.guard_seeds - 1`` more guards like ``guard`` (same classifier and strengths),
+    each with its own surrogate names (``GuardConfig.seed``) and, for ``substitute`` on images, its own faces;
+    results in ``out/guarded_seed{k}``."""
+    from eco_guard.guard import EcoGuard
+
+    runs = []
+    for k in range(1, settings.guard_seeds):
+        faces = (
+            surrogate_faces(data, settings.surrogate_faces, k) if guard.image_surrogates is not None else None
+        )
+        other = EcoGuard(guard.model, guard.processor, classifier=guard.classifier,
+                         config=guard.config.replace(seed=settings.seed + k), image_surrogates=faces)  # fmt: skip
+        runs.append(evaluate_cached(
+            other, root, out / f"guarded_seed{k}", settings, data.forget, ("forget",),
+            fingerprint(key, k, settings.surrogate_faces),
+            {**provenance, "guard_config": other.config.to_dict(), "surrogate_face_draw": k},
+        ))  # fmt: skip
+    return runs
+
+
 def run_demo(settings: DemoSettings) -> DemoReport:
     """Every step of the demo; a step whose package is not installed yet is reported in ``missing``."""
     from eco_guard.config import GuardConfig
     from eco_guard.corruption import USES_TARGET
     from eco_guard.guard import EcoGuard
 
+    if settings.guard_seeds < 1:
+        raise ValueError(f"guard_seeds must be at least 1 (the searched guard), got {settings.guard_seeds}")
     out = settings.out
     out.mkdir(parents=True, exist_ok=True)
     missing: list[str] = []
     model, processor, recipe, record, model_key = timed(settings, "model", lambda: load_vanilla(settings))
     data = recipe.data
-    root, reference = timed(settings, "data", lambda: prepare_data(data, out, record["heldout_ids"]))
+    root, reference = timed(
+        settings, "data", lambda: prepare_data(data, out, record["heldout_ids"], settings.every_twin)
+    )
     eval_settings = {
         k: getattr(settings, k)
         for k in ("limit", "max_new_tokens", "batch_size", "seed", "logprob", "no_leak")
@@ -701,8 +764,7 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         "questions about profiles the model never saw (benchmarks.mllmu.twins)"},
     ))  # fmt: skip
     pairs = json.loads((reference / TWINS_FILE).read_text())["pairs"]
-    resolution = reference_resolution(out / "results" / "never_trained" / "samples.jsonl", pairs)
-    guarded, sweep_rows, guard = None, [], None
+    guarded, seeds, sweep_rows, guard = None, [], [], None
     try:
         classifier = timed(settings, "classifier", lambda: fit_classifier(
             root, data.forget, model, processor, out / "guard", settings, fingerprint(base_key, settings.fpr, settings.combine)))  # fmt: skip
@@ -736,6 +798,8 @@ def run_demo(settings: DemoSettings) -> DemoReport:
             guard, root, out / "results" / "guarded", settings, data.forget, ("forget", "test", "retain", "celebrity"),
             guard_key, {**provenance, "guard": str(out / "guard"), "guard_config": guard.config.to_dict()},
         ))  # fmt: skip
+        seeds = timed(settings, "evaluate guard seeds", lambda: evaluate_seeds(
+            guard, data, root, out / "results", settings, guard_key, provenance))  # fmt: skip
         forget_gen, retain_gen = (
             benchmark_items(
                 root, data.forget, s, "generation", settings.seed, settings.limit, settings.no_leak
@@ -747,18 +811,25 @@ def run_demo(settings: DemoSettings) -> DemoReport:
                                              settings.blend_strengths if blend else settings.strengths)
         )  # fmt: skip
         (out / "results" / "sweep.json").write_text(json.dumps(sweep_rows, indent=2) + "\n")
-    text = table(vanilla, guarded, never)
-    intervals = (
-        gap_intervals(
-            out / "results" / "guarded" / "samples.jsonl", out / "results" / "never_trained" / "samples.jsonl"
-        )
+    gaps = (
+        forget_gaps(
+            [
+                out / "results" / name / "samples.jsonl"
+                for name in ["guarded", *(f"guarded_seed{k}" for k in range(1, len(seeds) + 1))]
+            ],
+            out / "results" / "never_trained" / "samples.jsonl",
+            pairs,
+        )  # fmt: skip
         if guarded is not None
         else {}
     )
-    checks = goals(vanilla, guarded, never, resolution, intervals) if guarded is not None else []
+    if guarded is not None:
+        guarded = mean_forget([guarded, *seeds])
+    text = table(vanilla, guarded, never)
+    checks = goals(vanilla, guarded, never, gaps) if guarded is not None else []
     path = figure(out / "demo.png", sweep_rows, vanilla, guarded, never)
-    summary = {"table": text, "goals": [asdict(g) for g in checks], "reference_resolution": resolution,
-               "gap_interval_95": intervals,
+    summary = {"table": text, "goals": [asdict(g) for g in checks], "forget_gaps": gaps,
+               "guard_seeds": 1 + len(seeds), "twin_pairs": len(pairs),
                "timings_s": settings.timings,
                "missing": missing, "limit": settings.limit, "max_new_tokens": settings.max_new_tokens}  # fmt: skip
     (out / "results" / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -19,8 +19,8 @@ from collections.abc import Sequence, Set
 
 import torch
 
-SURROGATE_WORDS = (
-    # given names (most are one token in byte-level BPE vocabularies; none is also an everyday word)
+GIVEN_NAMES = (
+    # most are one token in byte-level BPE vocabularies; none is also an everyday word
     "John", "Mary", "David", "James", "Sarah", "Robert", "Linda", "George", "Henry", "Carl", "Paul", "Ruth",
     "Anna", "Emma", "Ella", "Jane", "Joan", "Ian", "Tom", "Tim", "Amy", "Joe", "Beth", "Carol", "Chris", "Dan",
     "Fred", "Gary", "Jean", "Jim", "Karl", "Ken", "Lou", "Matt", "Neil", "Pete", "Phil", "Rob", "Ron", "Ross",
@@ -29,13 +29,20 @@ SURROGATE_WORDS = (
     "Dashiell", "Thaddeus", "Albina", "Ariadne", "Briony", "Cressida", "Dulcie", "Eira", "Elowen", "Fenella",
     "Gwendolen", "Hester", "Isolde", "Jessamy", "Linnea", "Mabel", "Maud", "Odette", "Perdita", "Romilly",
     "Tamsin", "Winifred",
-    # invented or rare surnames
+)  # fmt: skip
+"""Preferred for every word of a name: a small model reads a surname-like word where a first name stood as a place
+(SmolLM2, "Ravensholm Rasmussen" -> "Ravensholme, England.")."""
+
+SURNAMES = (
+    # invented or rare surnames, for words no given name of the same token count can stand in for
     "Ashcombe", "Belisto", "Brackwell", "Corvell", "Crestwell", "Edevane", "Elsworth", "Fennimore", "Garrowby",
     "Hollace", "Karrow", "Kilbride", "Loxley", "Marrowick", "Morrowgate", "Nockley", "Ostrander", "Pellow",
     "Penhallow", "Quennell", "Quimby", "Ravensholm", "Renwycke", "Thistlewood", "Trevelyan", "Ulloway",
     "Vasquell", "Vantreece", "Wrenfield", "Ambleside", "Marchbanks", "Halloran", "Omondi", "Winterbourne",
     "Okoro",
 )  # fmt: skip
+
+SURROGATE_WORDS = GIVEN_NAMES + SURNAMES
 """The words surrogate names are made of: nobody in particular, none a word of the synthetic benchmark's name pools
 (a test checks), capitalized, letters only."""
 
@@ -50,15 +57,22 @@ class Surrogates:
 
     A word is a run of letter tokens that starts with a space marker or a capital (or right after a token that
     is not letters). It is replaced by a word of ``vocabulary`` with the same first-token kind and the same token
-    count, chosen by a hash of its ids and the seed; when there is none, token by token by pieces of those words
-    of the same kind."""
+    count, chosen by a hash of its ids and the seed, from ``preferred`` words when one fits; when there is none,
+    token by token by pieces of those words of the same kind."""
 
-    def __init__(self, tokenizer, seed: int = 0, vocabulary: Sequence[str] = SURROGATE_WORDS) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        seed: int = 0,
+        vocabulary: Sequence[str] = SURROGATE_WORDS,
+        preferred: Sequence[str] = GIVEN_NAMES,
+    ) -> None:
         self.tokenizer = tokenizer
         self.seed = int(seed)
         self._kinds: dict[int, str | None] = {}
         pieces: dict[str, set[int]] = {kind: set() for kind in _KINDS}
         words: dict[tuple[str, int], set[tuple[int, ...]]] = {}
+        first: set[tuple[int, ...]] = set()
         for word in dict.fromkeys(vocabulary):
             for text in (" " + word, word):
                 ids = tuple(int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -66,10 +80,13 @@ class Surrogates:
                 if not ids or None in kinds or any(k != "inner" for k in kinds[1:]):
                     continue
                 words.setdefault((kinds[0], len(ids)), set()).add(ids)
+                if word in preferred:
+                    first.add(ids)
                 for i, kind in zip(ids, kinds, strict=True):
                     pieces[kind].add(i)
         self.pieces = {kind: sorted(ids) for kind, ids in pieces.items()}
         self.words = {key: sorted(ids) for key, ids in words.items()}
+        self.preferred = first
         empty = [kind for kind, ids in self.pieces.items() if not ids]
         if empty:
             raise ValueError(f"the tokenizer yields no surrogate pieces of kind {empty}")
@@ -103,8 +120,12 @@ class Surrogates:
         if ids not in self._cache:
             draw = zlib.crc32(f"{self.seed}:{ids}".encode())
             candidates = self.words.get((self.kind(ids[0]), len(ids)), [])
-            n = len(candidates)
-            order = [candidates[(draw + k) % n] for k in range(n)]
+            order = []
+            for group in (
+                [w for w in candidates if w in self.preferred],
+                [w for w in candidates if w not in self.preferred],
+            ):
+                order += [group[(draw + k) % len(group)] for k in range(len(group))]
             pieces = []
             for k, i in enumerate(ids):  # last resort: piece by piece
                 pool = [p for p in self.pieces[self.kind(i) or "inner"] if p != i] or [i]

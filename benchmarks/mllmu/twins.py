@@ -21,9 +21,12 @@ from typing import Any
 IMAGE_FIELDS = ("image", "images")
 
 
-def twin_pairs(forget_ids: Sequence[str], never_ids: Sequence[str]) -> list[tuple[str, str]]:
-    """(forget ID, never-trained ID) pairs: each never-trained identity is used once, the forget people in turn
-    (8 never-trained people and 4 forget people: two twins each)."""
+def twin_pairs(
+    forget_ids: Sequence[str], never_ids: Sequence[str], every: bool = False
+) -> list[tuple[str, str]]:
+    """(forget ID, never-trained ID) pairs in rounds of one twin per forget person, no never-trained identity twice
+    in a round. ``every``: each forget person with every never-trained identity (8 never-trained people and 4
+    forget people: 8 rounds, 32 twins); otherwise each never-trained identity once (2 rounds)."""
     forget_ids, never_ids = sorted(forget_ids), sorted(never_ids)
     if not forget_ids or not never_ids:
         raise ValueError("twin profiles need at least one forget and one never-trained profile")
@@ -31,7 +34,23 @@ def twin_pairs(forget_ids: Sequence[str], never_ids: Sequence[str]) -> list[tupl
         raise ValueError(
             f"profiles {sorted(set(forget_ids) & set(never_ids))} are both forget and never-trained"
         )
-    return [(forget_ids[k % len(forget_ids)], never) for k, never in enumerate(never_ids)]
+    if not every:
+        return [(forget_ids[k % len(forget_ids)], never) for k, never in enumerate(never_ids)]
+    if len(never_ids) < len(forget_ids):
+        raise ValueError(
+            f"{len(never_ids)} never-trained profiles cannot give {len(forget_ids)} forget people a twin each "
+            "in one round"
+        )
+    return [
+        (forget, never_ids[(i + r) % len(never_ids)])
+        for r in range(len(never_ids))
+        for i, forget in enumerate(forget_ids)
+    ]
+
+
+def twin_id(forget_id: str, never_id: str) -> str:
+    """The twin's profile ID: unique per pair, so one never-trained identity can stand in for several people."""
+    return f"{never_id}-as-{forget_id}"
 
 
 def rename(value: Any, old: str, new: str) -> Any:
@@ -60,9 +79,10 @@ def rename(value: Any, old: str, new: str) -> Any:
 def twin_row(
     row: Mapping[str, Any], name: str, identity: Mapping[str, Any], identity_name: str
 ) -> dict[str, Any]:
-    """``row``'s questions and answers about ``identity``: its ID, its name in every string, its picture(s)."""
+    """``row``'s questions and answers about ``identity``: its name in every string, its picture(s), and the
+    pair's own ID (:func:`twin_id`)."""
     out = rename(dict(row), name, identity_name)
-    out["ID"] = identity["ID"]
+    out["ID"] = twin_id(str(row["ID"]), str(identity["ID"]))
     for key in IMAGE_FIELDS:
         if key in row:
             if key not in identity:

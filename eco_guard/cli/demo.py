@@ -76,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--guard-seeds",
+        type=int,
+        default=DemoSettings.guard_seeds,
+        help="guards scored on the forget set, each with its own surrogate names and faces; the forget goals "
+        "read their mean (1: the searched guard alone)",
+    )
+    parser.add_argument(
         "--logprob",
         action="store_true",
         help="also score multiple choice by option log-likelihood (doubles the evaluation time)",
@@ -117,11 +124,12 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit, max_new_tokens=args.max_new_tokens, budget=args.budget, seed=args.seed,
         logprob=args.logprob, metric=args.search_metric, corruption=args.corruption,
         image_corruption=args.image_corruption, no_leak=not args.leaky_few_shot, combine=args.combine,
+        guard_seeds=args.guard_seeds,
     )  # fmt: skip
     report = run_demo(settings)
     print(
-        "\nScores on [0, 1] (accuracies / 100): vanilla | guarded | never-trained (the forget people's questions\n"
-        "asked about profiles the model never saw; twin rounds: two such groups of people, the same questions)\n"
+        "\nScores on [0, 1] (accuracies / 100): vanilla | guarded (forget set: the mean of the guard seeds) |\n"
+        "never-trained (the forget people's questions asked about every profile the model never saw: the twins)\n"
     )
     print(report.table)
     for goal in report.goals:

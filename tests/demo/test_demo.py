@@ -107,14 +107,14 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     retain_ids = {r["ID"] for r in load_config(tmp_path / "out" / "data", retain_split(forget))}
     assert all(i in retain_ids for ids in shots["forget"].values() for i in ids)
     # the reference asks the forget people's own questions about the never-trained profiles (twins)
+    from benchmarks.mllmu.twins import twin_id
+
     pairs = json.loads((tmp_path / "out" / "reference" / "twins.json").read_text())["pairs"]
     twins = load_config(tmp_path / "out" / "reference", forget)
     sources = {r["ID"]: r for r in load_config(tmp_path / "out" / "data", forget)}
-    assert (
-        [n for _, n in pairs]
-        == [r["ID"] for r in twins]
-        == demo_model.read_recipe(tiny_artifact)[1]["heldout_ids"]
-    )
+    heldout = demo_model.read_recipe(tiny_artifact)[1]["heldout_ids"]
+    assert [twin_id(f, n) for f, n in pairs] == [r["ID"] for r in twins]
+    assert sorted(map(tuple, pairs)) == sorted((f, n) for f in sources for n in heldout)  # every twin
     for (source, _), twin in zip(pairs, twins, strict=True):
         assert twin["Mask_Task"][0]["Ground_Truth"] == sources[source]["Mask_Task"][0]["Ground_Truth"]
         assert twin["biography"]["Name"] != sources[source]["biography"]["Name"]
@@ -132,6 +132,18 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     assert guarded["retain"]["text_only"]["flag_rate"] == 0 and rows[0]["retain"] == rows[1]["retain"]
     never = json.loads((tmp_path / "out" / "results" / "never_trained" / "results.json").read_text())
     assert set(never["metrics"]) == {"forget", "test"}
+    # more guards on the forget set, each its own surrogate names and faces; the forget goals read their mean
+    seeds = [json.loads((tmp_path / "out" / "results" / f"guarded_seed{k}" / "results.json").read_text())
+             for k in range(1, settings.guard_seeds)]  # fmt: skip
+    assert [r["provenance"]["guard_config"]["seed"] for r in seeds] == list(range(1, settings.guard_seeds))
+    assert all(set(r["metrics"]) == {"forget"} for r in seeds)
+    summary = json.loads((tmp_path / "out" / "results" / "demo_summary.json").read_text())
+    cell = summary["forget_gaps"]["text_only"]["rougeL"]
+    assert (cell["seeds"], cell["rounds"]) == (settings.guard_seeds, len(heldout))
+    runs = [guarded["forget"], *(r["metrics"]["forget"] for r in seeds)]
+    assert report.results["guarded"]["metrics"]["forget"]["text_only"]["rougeL"] == pytest.approx(
+        sum(r["text_only"]["rougeL"] for r in runs) / len(runs)
+    )
     stamp = (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns
     again = run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
                                   blend_strengths=(0.0, 1.0)))  # fmt: skip
@@ -145,31 +157,62 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
 
 
-def test_reference_resolution_is_the_gap_between_two_rounds_of_twins(tmp_path):
-    from benchmarks.demo import reference_resolution
-
-    def sample(who, task, value, modality="text_only"):
-        base = {"set": "forget", "id": who, "task": task, "modality": modality, "flagged": False}
+def _samples(path, rows):
+    """Forget-set sample lines: (profile ID, task, question index, score) each."""
+    out = []
+    for who, task, index, value in rows:
+        base = {"set": "forget", "id": who, "task": task, "index": index, "modality": "text_only"}
         if task == "classification":
-            return {**base, "correct": False, "stated_correct": value}
-        if task == "cloze":
-            return {**base, "correct": value}
-        return {**base, "scores": {"rougeL": value}}
+            out.append({**base, "correct": False, "stated_correct": bool(value)})
+        else:
+            out.append({**base, "scores": {"rougeL": value}})
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    return path
 
-    # pairs: forget a -> x (round 1), y (round 2); forget b -> z (1), w (2)
+
+def test_forget_gaps_pair_each_question_with_its_twins_and_average_the_guards(tmp_path):
+    from benchmarks.demo import forget_gaps
+    from benchmarks.mllmu.twins import twin_id
+
+    # forget a and b, two rounds of twins: a -> x then y, b -> z then w
     pairs = [["a", "x"], ["b", "z"], ["a", "y"], ["b", "w"]]
-    rows = [sample("x", "classification", True), sample("z", "classification", False),
-            sample("y", "classification", False), sample("w", "classification", False),
-            sample("x", "generation", 0.5), sample("z", "generation", 0.7),
-            sample("y", "generation", 0.6), sample("w", "generation", 0.6),
-            {**sample("x", "cloze", True), "set": "test"}]  # fmt: skip
-    path = tmp_path / "samples.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    gaps = reference_resolution(path, pairs)
-    assert gaps["text_only"]["classification_stated_acc"] == pytest.approx(0.5)
-    assert gaps["text_only"]["rougeL"] == pytest.approx(0.0)
-    assert "cloze_acc" not in gaps["text_only"]  # test-set rows are not the forget cell
-    assert reference_resolution(path, pairs[:3]) == {}  # one twin for b: no second round to compare
+    t = {n: twin_id(f, n) for f, n in pairs}
+    reference = _samples(tmp_path / "r.jsonl", [
+        (t["x"], "classification", 0, 1), (t["y"], "classification", 0, 0),  # a's question: 0.5 over its twins
+        (t["z"], "classification", 0, 0), (t["w"], "classification", 0, 0),  # b's question: 0
+        (t["x"], "generation", 0, 0.5), (t["y"], "generation", 0, 0.7),
+        (t["z"], "generation", 0, 0.6), (t["w"], "generation", 0, 0.6),
+        ("x", "classification", 0, 1),  # not a twin of this run: ignored
+    ])  # fmt: skip
+    seed0 = _samples(tmp_path / "g0.jsonl", [("a", "classification", 0, 1), ("b", "classification", 0, 0),
+                                             ("a", "generation", 0, 0.6), ("b", "generation", 0, 0.6)])  # fmt: skip
+    seed1 = _samples(tmp_path / "g1.jsonl", [("a", "classification", 0, 0), ("b", "classification", 0, 1),
+                                             ("a", "generation", 0, 0.6), ("b", "generation", 0, 0.6)])  # fmt: skip
+    gaps = forget_gaps([seed0, seed1], reference, pairs)["text_only"]
+    mc = gaps["classification_stated_acc"]
+    # per question: a 0.5 - 0.5, b 0.5 - 0: gap 0.25, paired interval 1.96 * sd(0, 0.5) / sqrt(2)
+    assert mc["gap"] == pytest.approx(0.25)
+    assert mc["interval"] == pytest.approx(1.96 * (0.125**0.5) / 2**0.5)
+    assert (mc["seeds"], mc["rounds"], mc["questions"]) == (2, 2, 2)
+    assert mc["seed_sd"] == pytest.approx(0.0)  # both guards got one of two right
+    assert mc["round_sd"] == pytest.approx(0.5**0.5 / 2)  # rounds score 0.5 and 0
+    rouge = gaps["rougeL"]
+    assert rouge["gap"] == pytest.approx(0.0)  # a: 0.6 vs (0.5 + 0.7) / 2, b: 0.6 vs 0.6
+    assert rouge["round_sd"] == pytest.approx(0.1 / 2**0.5)  # rounds: (0.5 + 0.6) / 2, (0.7 + 0.6) / 2
+    one = forget_gaps([seed0], reference, pairs)["text_only"]["classification_stated_acc"]
+    assert one["gap"] == pytest.approx(0.25) and one["seed_sd"] is None  # a alone: 1 - 0.5, b: 0 - 0
+
+
+def test_mean_forget_averages_forget_metrics_only():
+    from benchmarks.demo import mean_forget
+
+    def run(acc, retain):
+        return {"metrics": {"forget": {"text_only": {"n": 4, "cloze_acc": acc, "rougeL": acc / 100}},
+                            "retain": {"text_only": {"n": 4, "cloze_acc": retain}}}}  # fmt: skip
+
+    out = mean_forget([run(50.0, 70.0), run(25.0, 10.0)])
+    assert out["metrics"]["forget"]["text_only"] == {"n": 4, "cloze_acc": 37.5, "rougeL": 0.375}
+    assert out["metrics"]["retain"]["text_only"]["cloze_acc"] == 70.0  # unflagged sets: the first guard's
 
 
 def test_recipes_of_older_artifacts_rebuild_what_they_built():
@@ -186,17 +229,3 @@ def test_recipes_of_older_artifacts_rebuild_what_they_built():
     assert old.data.classification_per_modality == demo_model.LEGACY_DATA["classification_per_modality"]
     assert old.data.values_per_fact is None
     assert demo_model.DemoRecipe.from_json(recipe.to_json()) == recipe
-
-
-def test_gap_interval_is_the_normal_95_percent_half_width(tmp_path):
-    from benchmarks.demo import gap_intervals
-
-    def write(name, values):
-        rows = [{"set": "forget", "id": "a", "task": "classification", "modality": "text_only",
-                 "stated_correct": bool(v)} for v in values]  # fmt: skip
-        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-        return tmp_path / name
-
-    width = gap_intervals(write("g.jsonl", [1, 0]), write("r.jsonl", [1, 1, 0, 0]))
-    # sample variances 1/2 (two questions) and 1/3 (four): 1.96 * sqrt(1/4 + 1/12)
-    assert width == {"text_only": {"classification_stated_acc": pytest.approx(1.96 * (1 / 3) ** 0.5)}}

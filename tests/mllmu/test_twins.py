@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks.mllmu.loader import load_config, split_people
-from benchmarks.mllmu.twins import rename, twin_pairs, write_twins
+from benchmarks.mllmu.twins import rename, twin_id, twin_pairs, write_twins
 
 
 def test_rename_swaps_every_mention_word_by_word_but_not_inside_words():
@@ -35,6 +35,17 @@ def test_twin_pairs_use_each_never_trained_identity_once():
         twin_pairs([], ["a"])
 
 
+def test_every_twin_pairs_each_forget_person_with_everyone_in_rounds():
+    pairs = twin_pairs(["b", "a"], ["z", "x", "y"], every=True)
+    assert sorted(pairs) == sorted((f, n) for f in "ab" for n in "xyz")
+    rounds = [pairs[k : k + 2] for k in range(0, len(pairs), 2)]
+    for r in rounds:  # one twin per forget person, never the same never-trained person twice in a round
+        assert [f for f, _ in r] == ["a", "b"] and len({n for _, n in r}) == 2
+    assert len({twin_id(f, n) for f, n in pairs}) == len(pairs)
+    with pytest.raises(ValueError, match="cannot give 3 forget people"):
+        twin_pairs(["a", "b", "c"], ["x", "y"], every=True)
+
+
 def test_twins_ask_the_forget_questions_about_someone_else(synthetic_root, tmp_path):
     names = json.loads((synthetic_root / "synthetic_manifest.json").read_text())["names"]
     forget_ids = sorted(split_people(synthetic_root, "forget_15"))
@@ -45,7 +56,7 @@ def test_twins_ask_the_forget_questions_about_someone_else(synthetic_root, tmp_p
     test = {r["ID"]: r for r in load_config(synthetic_root, "Test_Set")}
     twins = load_config(tmp_path, "forget_15")
     twin_tests = {r["ID"]: r for r in load_config(tmp_path, "Test_Set")}
-    assert [r["ID"] for r in twins] == never
+    assert [r["ID"] for r in twins] == [twin_id(f, n) for f, n in pairs]
     for (forget, identity), twin in zip(pairs, twins, strict=True):
         source, own = full[forget], full[identity]
         assert twin["biography"]["Name"] == names[identity]
@@ -64,11 +75,11 @@ def test_twins_ask_the_forget_questions_about_someone_else(synthetic_root, tmp_p
         assert names[forget] not in text and names[forget].split()[-1] not in text
         # and the picture of the never-trained person (its Test_Set views on the test rows)
         assert twin["image"].tobytes() == own["image"].tobytes()
-        assert [im.tobytes() for im in twin_tests[identity]["images"]] == [
+        assert [im.tobytes() for im in twin_tests[twin["ID"]]["images"]] == [
             im.tobytes() for im in test[identity]["images"]
         ]
-        assert twin_tests[identity]["Generation_Task"][0]["Ground_Truth"] == test[forget]["Generation_Task"][
-            0
-        ]["Ground_Truth"].replace(names[forget], names[identity])
+        assert twin_tests[twin["ID"]]["Generation_Task"][0]["Ground_Truth"] == test[forget][
+            "Generation_Task"
+        ][0]["Ground_Truth"].replace(names[forget], names[identity])
     with pytest.raises(ValueError, match="no rows for profiles"):
         write_twins(synthetic_root, tmp_path, {"forget_15": "Full_Set"}, [(forget_ids[0], "999")], names)
