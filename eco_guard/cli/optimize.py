@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from eco_guard.corruption import USES_TARGET
     from eco_guard.guard import EcoGuard, saved_image_surrogates
     from eco_guard.models import load_model
-    from eco_guard.optimize import PLOT_NAME, TRACE_NAME, SearchSpace, optimize_guard
+    from eco_guard.optimize import BLEND_RANGE, PLOT_NAME, TRACE_NAME, SearchSpace, optimize_guard
 
     model, processor = load_model(args.model)
     config = (
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"target set {args.target} has no profiles outside {args.forget}") from None
     family = config.image_corruption_name if args.search == "image_strength" else config.corruption
     scale = args.scale or ("linear" if USES_TARGET[family] and not args.corruptions else "log")
-    default_range = (0.5, 1.0) if scale == "linear" else (1e-2, 1e4)
+    default_range = BLEND_RANGE if scale == "linear" else (1e-2, 1e4)
     space = SearchSpace(
         strength=tuple(args.strength_range or default_range),
         corruptions=tuple(args.corruptions),

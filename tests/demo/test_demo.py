@@ -86,9 +86,9 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     config = GuardConfig.from_pretrained(tmp_path / "out" / "guard")
     assert config.strength == search["text_only"]["best"]["params"]["strength"]
     assert config.image_strength == search["image_text"]["best"]["params"]["image_strength"]
-    # names and photos move toward surrogates (the blend searched in [0.5, 1]); the faces travel with the guard
+    # names and photos move toward surrogates (the blend searched in [0.75, 1]); the faces travel with the guard
     assert (config.corruption, config.image_corruption) == ("substitute", "substitute")
-    assert 0.5 <= config.strength <= 1 and 0.5 <= config.image_strength <= 1
+    assert 0.75 <= config.strength <= 1 and 0.75 <= config.image_strength <= 1
     from eco_guard.guard import IMAGE_SURROGATES, load_image_surrogates
 
     assert (
@@ -107,7 +107,7 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     retain_ids = {r["ID"] for r in load_config(tmp_path / "out" / "data", retain_split(forget))}
     assert all(i in retain_ids for ids in shots["forget"].values() for i in ids)
     # the reference asks the forget people's own questions about the never-trained profiles (twins)
-    from benchmarks.mllmu.twins import twin_id
+    from benchmarks.mllmu.twins import twin_id, twin_pairs
 
     pairs = json.loads((tmp_path / "out" / "reference" / "twins.json").read_text())["pairs"]
     twins = load_config(tmp_path / "out" / "reference", forget)
@@ -115,6 +115,9 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     heldout = demo_model.read_recipe(tiny_artifact)[1]["heldout_ids"]
     assert [twin_id(f, n) for f, n in pairs] == [r["ID"] for r in twins]
     assert sorted(map(tuple, pairs)) == sorted((f, n) for f in sources for n in heldout)  # every twin
+    # the Test_Set row (the table's, no goal reads it): each never-trained person once
+    tests = load_config(tmp_path / "out" / "reference", "Test_Set")
+    assert [r["ID"] for r in tests] == [twin_id(f, n) for f, n in twin_pairs(list(sources), heldout)]
     for (source, _), twin in zip(pairs, twins, strict=True):
         assert twin["Mask_Task"][0]["Ground_Truth"] == sources[source]["Mask_Task"][0]["Ground_Truth"]
         assert twin["biography"]["Name"] != sources[source]["biography"]["Name"]

@@ -113,7 +113,7 @@ def test_cli_bad_input(data, model_dir, tmp_path, capsys):
 
 def test_cli_surrogate_faces_for_image_questions(tiny_llava, tmp_path, capsys):
     """``--image-corruption substitute --surrogate-faces ...`` on a LLaVA model: the blend is searched on a linear
-    scale in [0.5, 1], the faces are saved in the guard folder, and the next run (and the guard) reuse them."""
+    scale in [0.75, 1], the faces are saved in the guard folder, and the next run (and the guard) reuse them."""
     import torch
     from PIL import Image
 
@@ -137,7 +137,7 @@ def test_cli_surrogate_faces_for_image_questions(tiny_llava, tmp_path, capsys):
     assert main([*args, "--surrogate-faces", *map(str, faces)]) in (0, 1)
     capsys.readouterr()
     config = GuardConfig.from_pretrained(guard_dir)
-    assert config.image_corruption == "substitute" and 0.5 <= config.image_strength <= 1.0
+    assert config.image_corruption == "substitute" and 0.75 <= config.image_strength <= 1.0
     saved = EcoGuard.from_pretrained(guard_dir, model, processor).image_surrogates
     assert torch.equal(saved, EcoGuard(model, processor).image_features([Image.open(f) for f in faces]))
     assert main(args) in (0, 1)  # the folder's faces, no --surrogate-faces
