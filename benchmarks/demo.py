@@ -352,11 +352,11 @@ def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Map
             v = metric_of(vanilla, "forget", modality, metric)
             if g is None or r is None or v is None:
                 continue
-            twins = _precision((gaps or {}).get(modality, {}).get(metric))
+            precision = _precision((gaps or {}).get(modality, {}).get(metric))
             out.append(Goal(
                 f"forget {modality} {metric}: guarded within {FORGET_TOLERANCE} of never-trained",
                 abs(g - r) <= FORGET_TOLERANCE + 1e-9,
-                f"guarded {g:.3f} vs never-trained {r:.3f} (diff {g - r:+.3f}{twins})",
+                f"guarded {g:.3f} vs never-trained {r:.3f} (diff {g - r:+.3f}{precision})",
             ))  # fmt: skip
             out.append(Goal(
                 f"forget {modality} {metric}: vanilla memorized (>= never-trained + {MEMORIZED_MARGIN})",
