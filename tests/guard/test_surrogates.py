@@ -13,7 +13,7 @@ from benchmarks.mllmu.celebrities import CELEBRITY_NAME_PARTS
 from eco_guard.config import GuardConfig
 from eco_guard.guard import EcoGuard
 from eco_guard.requests import Flag
-from eco_guard.surrogates import SURROGATE_WORDS, Surrogates, restore
+from eco_guard.surrogates import GIVEN_NAMES, SURNAMES, SURROGATE_WORDS, Surrogates, restore
 
 TEXT = "USER: Where does Pieter Underwood live? Is Anton Donovan-Petrov's home near Pieter's?"
 NAMES = ("Pieter Underwood", "Anton Donovan-Petrov", "Pieter")
@@ -74,6 +74,23 @@ def test_surrogates_are_deterministic_per_seed(tokenizer):
     assert torch.equal(a.ids(ids, mask), b.ids(ids, mask))
     others = [Surrogates(tokenizer, seed=s).ids(ids, mask) for s in (1, 2, 3)]
     assert any(not torch.equal(o, a.ids(ids, mask)) for o in others)
+
+
+def test_every_name_word_gets_a_given_name_when_one_of_its_length_exists(tokenizer):
+    """A surname-like word where a first name stood reads as a place to a small model ("Ravensholm Rasmussen" ->
+    "Ravensholme, England."), so given names come first; a surname only where no given name has the token count."""
+    ids, mask = name_mask(tokenizer, TEXT, NAMES)
+    contested = 0
+    for seed in range(8):
+        surrogates = Surrogates(tokenizer, seed=seed)
+        for positions, surrogate in surrogates._surrogates(ids, mask):
+            key = (surrogates.kind(int(ids[positions[0]])), len(positions))
+            pool = surrogates.words.get(key, [])
+            if any(w in surrogates.preferred for w in pool):
+                assert surrogate in surrogates.preferred, (seed, tokenizer.decode(list(surrogate)))
+                contested += any(w not in surrogates.preferred for w in pool)  # a surname was there too
+    assert contested >= 8
+    assert not set(GIVEN_NAMES) & set(SURNAMES)
 
 
 def test_restore_replaces_whole_words_only() -> None:
