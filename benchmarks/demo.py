@@ -15,10 +15,12 @@ Steps, each written under ``out/`` and reused on the next run when its inputs ar
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import shutil
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -87,9 +89,9 @@ class DemoSettings:
     scope: tuple[str, ...] = ("spans", "image")
     strength_range: tuple[float, float] = (1e-3, 1.0)
     """Searched on a log scale for a noise family."""
-    blend_range: tuple[float, float] = (0.75, 1.0)
-    """Searched on a linear scale for ``substitute`` (a blend weight: at 1 the surrogate alone is read; below
-    ``eco_guard.optimize.BLEND_RANGE`` the answers mix the two names)."""
+    blend_range: tuple[float, float] | None = None
+    """Searched on a linear scale for ``substitute`` (a blend weight: at 1 the surrogate alone is read). None:
+    ``eco_guard.optimize.BLEND_RANGE``, below which the answers mix the two names."""
     initial_strength: float = 0.03
     strengths: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
     blend_strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -102,6 +104,12 @@ class DemoSettings:
     """Also score multiple choice by option log-likelihood (``classification_logprob_acc``, no goal reads it): one
     more forward pass per option, which doubles the evaluation time on two CPU cores."""
     timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.blend_range is None:  # resolved here, not at import: the CLI's parser reads these defaults
+            from eco_guard.optimize import BLEND_RANGE
+
+            self.blend_range = BLEND_RANGE
 
 
 # ------------------------------------------------------------------ stage cache
@@ -263,10 +271,7 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _sd(values: Sequence[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    mean = _mean(values)
-    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return statistics.stdev(values) if len(values) >= 2 else None
 
 
 def forget_gaps(
@@ -291,7 +296,7 @@ def forget_gaps(
     twins = forget_item_scores(reference)
     out: dict[str, dict[str, dict]] = {}
     for (modality, metric), scores in sorted(twins.items()):
-        if any((modality, metric) not in run for run in runs) or not runs:
+        if not runs or any((modality, metric) not in run for run in runs):
             continue
         never: dict[tuple[str, str, int], list[float]] = {}
         for (who, task, index), value in scores.items():
@@ -317,7 +322,7 @@ def forget_gaps(
 def mean_forget(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """``runs[0]`` with each forget metric replaced by its mean over ``runs`` (guards with other seeds, scored on the
     forget set)."""
-    out = json.loads(json.dumps(runs[0]))
+    out = copy.deepcopy(dict(runs[0]))
     for modality, values in out.get("metrics", {}).get("forget", {}).items():
         for metric, value in values.items():
             if metric == "n" or metric.startswith("n_") or not isinstance(value, (int, float)):

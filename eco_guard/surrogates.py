@@ -72,7 +72,7 @@ class Surrogates:
         self._kinds: dict[int, str | None] = {}
         pieces: dict[str, set[int]] = {kind: set() for kind in _KINDS}
         words: dict[tuple[str, int], set[tuple[int, ...]]] = {}
-        first: set[tuple[int, ...]] = set()
+        preferred_ids: set[tuple[int, ...]] = set()
         for word in dict.fromkeys(vocabulary):
             for text in (" " + word, word):
                 ids = tuple(int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -81,12 +81,12 @@ class Surrogates:
                     continue
                 words.setdefault((kinds[0], len(ids)), set()).add(ids)
                 if word in preferred:
-                    first.add(ids)
+                    preferred_ids.add(ids)
                 for i, kind in zip(ids, kinds, strict=True):
                     pieces[kind].add(i)
         self.pieces = {kind: sorted(ids) for kind, ids in pieces.items()}
         self.words = {key: sorted(ids) for key, ids in words.items()}
-        self.preferred = first
+        self.preferred = preferred_ids
         empty = [kind for kind, ids in self.pieces.items() if not ids]
         if empty:
             raise ValueError(f"the tokenizer yields no surrogate pieces of kind {empty}")
