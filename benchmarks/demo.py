@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eco_guard.optimize import BLEND_RANGE
+
 logger = logging.getLogger(__name__)
 
 GOAL_METRICS = ("classification_stated_acc", "cloze_acc", "rougeL")
@@ -89,9 +91,9 @@ class DemoSettings:
     scope: tuple[str, ...] = ("spans", "image")
     strength_range: tuple[float, float] = (1e-3, 1.0)
     """Searched on a log scale for a noise family."""
-    blend_range: tuple[float, float] | None = None
-    """Searched on a linear scale for ``substitute`` (a blend weight: at 1 the surrogate alone is read). None:
-    ``eco_guard.optimize.BLEND_RANGE``, below which the answers mix the two names."""
+    blend_range: tuple[float, float] = BLEND_RANGE
+    """Searched on a linear scale for ``substitute`` (a blend weight: at 1 the surrogate alone is read; below
+    ``BLEND_RANGE`` the answers mix the two names)."""
     initial_strength: float = 0.03
     strengths: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
     blend_strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -104,12 +106,6 @@ class DemoSettings:
     """Also score multiple choice by option log-likelihood (``classification_logprob_acc``, no goal reads it): one
     more forward pass per option, which doubles the evaluation time on two CPU cores."""
     timings: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.blend_range is None:  # resolved here, not at import: the CLI's parser reads these defaults
-            from eco_guard.optimize import BLEND_RANGE
-
-            self.blend_range = BLEND_RANGE
 
 
 # ------------------------------------------------------------------ stage cache
