@@ -377,7 +377,7 @@ def goals(vanilla: Mapping[str, Any], guarded: Mapping[str, Any], reference: Map
                     diffs[metric] = g - v
             if not diffs:
                 continue
-            worst = max(diffs, key=lambda m: abs(diffs[m]))
+            worst = max(sorted(diffs), key=lambda m: abs(diffs[m]))  # ties: the same name, fresh or cached
             out.append(Goal(
                 f"{set_name} {modality}: |guarded - vanilla| <= {KEEP_TOLERANCE} on all {len(diffs)} metrics",
                 abs(diffs[worst]) <= KEEP_TOLERANCE + 1e-9, f"largest change {diffs[worst]:+.3f} ({worst})",

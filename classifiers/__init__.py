@@ -9,3 +9,8 @@
 
 Importing this package is light; torch, transformers and scikit-learn load with the modules that need them.
 """
+
+COMBINES = ("bonferroni", "split")
+"""How :class:`classifiers.multimodal.MultimodalClassifier` shares the false-positive rate between an image request's
+text and image detectors (the first is the default). Here, not there, so command lines offer it without loading
+torch."""

@@ -50,6 +50,7 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 from tqdm.auto import tqdm
 
+from classifiers import COMBINES
 from classifiers.calibration import ConformalCalibrator, min_negatives
 from classifiers.image import ImageEncoder, ImageIdentityClassifier
 from classifiers.persistence import load_arrays, read_meta, save_arrays, write_meta
@@ -62,7 +63,6 @@ logger = logging.getLogger(__name__)
 MODALITIES = ("text", "image")
 TEXT_HEAD_SHARE = 0.25
 """The share of the text detector's false-positive rate the head gets when no forget name is found (see above)."""
-COMBINES = ("split", "bonferroni")
 SPLIT_PER_RATE = 4
 """Each half of a split modality holds at least ``SPLIT_PER_RATE / fpr`` negatives. The first half must resolve
 p-values well below ``fpr``: a request above all of its negatives gets its smallest p-value, which about

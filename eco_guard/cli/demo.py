@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from classifiers import COMBINES
+
 HELP = "the whole idea on a real multimodal model: vanilla vs guarded on MLLMU-Bench-style profiles"
 
 QUESTIONS = [
@@ -64,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--combine",
-        choices=("bonferroni", "split"),
+        choices=COMBINES,
         default=DemoSettings.combine,
         help="how an image request's two detectors share the false-positive rate (classifiers.multimodal)",
     )

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from classifiers import COMBINES
+
 HELP = "fit the prompt classifier (text, names, image) on MLLMU-Bench data and report its error rates"
 
 
@@ -54,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--combine",
-        choices=("bonferroni", "split"),
+        choices=COMBINES,
         default="bonferroni",
         help="how an image request's two detectors share the rate (classifiers.multimodal)",
     )

@@ -232,3 +232,21 @@ def test_recipes_of_older_artifacts_rebuild_what_they_built():
     assert old.data.classification_per_modality == demo_model.LEGACY_DATA["classification_per_modality"]
     assert old.data.values_per_fact is None
     assert demo_model.DemoRecipe.from_json(recipe.to_json()) == recipe
+
+
+def test_keep_goals_name_the_same_metric_whatever_the_key_order():
+    """A cached run reads results.json back with sorted keys; a tie among the largest changes must not rename the
+    metric a goal line prints (a fresh run printed classification_acc, a cached one bleu, for the same numbers)."""
+    from benchmarks.demo import goals
+
+    def results(order, rouge):
+        values = {"classification_acc": 50.0, "bleu": 0.2, "rougeL": rouge}
+        return {"metrics": {"retain": {"text_only": {m: values[m] for m in order}}}}
+
+    fresh, cached = ("classification_acc", "rougeL", "bleu"), ("bleu", "classification_acc", "rougeL")
+    lines = [
+        [g.measured for g in goals(results(order, 0.5), results(order, 0.5), {})] for order in (fresh, cached)
+    ]
+    assert lines[0] == lines[1] == ["largest change +0.000 (bleu)"]
+    moved = goals(results(fresh, 0.5), results(fresh, 0.504), {})
+    assert [g.measured for g in moved] == ["largest change +0.004 (rougeL)"] and moved[0].passed
