@@ -384,7 +384,9 @@ class ImageIdentityClassifier(BaseEstimator):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if not hasattr(self.encoder_, "save"):
-            raise TypeError(f"{type(self.encoder_).__name__} cannot be saved; use a VisionTowerEncoder")
+            raise TypeError(
+                f"{type(self.encoder_).__name__} cannot be saved; use a VisionTowerEncoder or a PixelEncoder"
+            )
         spec = self.encoder_.save(folder / "encoder")
         arrays = {
             "mean": self.mean_,
@@ -418,9 +420,15 @@ class ImageIdentityClassifier(BaseEstimator):
         config = read_meta(folder, cls)
         arrays = load_arrays(folder / "references.safetensors")
         if encoder is None:
-            if config["encoder"].get("kind") != "vision_tower":
+            kind = config["encoder"].get("kind")
+            if kind == "pixel_cnn":
+                from classifiers.pixels import PixelEncoder
+
+                encoder = PixelEncoder.load(folder / "encoder", config["encoder"])
+            elif kind == "vision_tower":
+                encoder = VisionTowerEncoder.load(folder / "encoder", config["encoder"])
+            else:
                 raise ClassifierFileError(f"{folder}: unknown image encoder {config['encoder']!r}")
-            encoder = VisionTowerEncoder.load(folder / "encoder", config["encoder"])
         model = cls(
             encoder,
             fpr=config["fpr"],

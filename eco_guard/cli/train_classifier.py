@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "demo MLLM that learned the synthetic profiles' portraits)",
     )
     parser.add_argument(
+        "--image-encoder",
+        default="tower",
+        help="what turns photos into vectors: tower (the --model's vision tower, default), portrait (the "
+        "identity encoder trained on synthetic portraits of other people, eco_guard/assets/portrait_encoder) "
+        "or a folder written by classifiers.pixels.PixelEncoder.save",
+    )
+    parser.add_argument(
         "--combine",
         choices=COMBINES,
         default="bonferroni",
@@ -136,8 +143,24 @@ def profiles_from_mllmu(root: Path, forget: str, retain: str) -> tuple[list, lis
     return forget_people, retain_people, celebrities
 
 
+def image_encoder(name: str, model: str) -> Any:
+    """``tower``: the vision tower of ``model``; ``portrait``: the shipped portrait encoder; else a pixel encoder
+    folder."""
+    if name == "tower":
+        from classifiers.image import VisionTowerEncoder
+        from eco_guard.models import load_model
+
+        return VisionTowerEncoder.from_mllm(*load_model(model))
+    from benchmarks.mllmu.portrait_encoder import ASSET
+    from classifiers.pixels import PixelEncoder
+
+    folder = ASSET if name == "portrait" else Path(name)
+    if not folder.is_dir():
+        raise ValueError(f"--image-encoder {name!r}: not tower, portrait or a pixel encoder folder")
+    return PixelEncoder.load(folder)
+
+
 def run(args: argparse.Namespace) -> int:
-    from classifiers.image import VisionTowerEncoder
     from classifiers.training import fit_classifier, summary_table
     from eco_guard.guard import CLASSIFIER_DIR
 
@@ -149,12 +172,7 @@ def run(args: argparse.Namespace) -> int:
 
     retain = args.retain or retain_split(args.forget)
     forget_people, retain_people, celebrities = profiles_from_mllmu(args.data, args.forget, retain)
-    encoder = None
-    if not args.no_image:
-        from eco_guard.models import load_model
-
-        model, processor = load_model(args.model)
-        encoder = VisionTowerEncoder.from_mllm(model, processor)
+    encoder = None if args.no_image else image_encoder(args.image_encoder, args.model)
     text_encoder = args.text_encoder
     if args.text_layers is not None:
         from classifiers.encoders import SentenceEncoder

@@ -46,8 +46,42 @@ def test_train_then_classify(tmp_path, capsys) -> None:
     assert [r["flagged"] for r in results] == [True, True, False]
 
 
+def test_the_portrait_encoder_reads_the_photos(tmp_path) -> None:
+    """``--image-encoder portrait``: the shipped identity encoder instead of the MLLM's tower, saved with the guard
+    and read back by ``classify``."""
+    from benchmarks.mllmu.loader import load_config
+    from benchmarks.mllmu.synthetic import write_synthetic
+    from classifiers.pixels import PixelEncoder
+    from eco_guard.cli import main
+    from eco_guard.guard import load_classifier
+
+    data = write_synthetic(tmp_path / "mllmu", n_profiles=40, n_celebrities=6, seed=2, image_size=64)
+    guard = tmp_path / "guard"
+    argv = ["train-classifier", "--data", str(data), "--forget", "forget_10", "--out", str(guard), "--fpr", "0.2",
+            "--robustness-per-family", "4", "--image-encoder", "portrait"]  # fmt: skip
+    assert main(argv) == 0
+    assert isinstance(load_classifier(guard).image.encoder_, PixelEncoder)
+    forget, retain = load_config(data, "forget_10"), load_config(data, "retain_90")
+    for k, row in enumerate([forget[0], retain[0]]):
+        row["image"].save(tmp_path / f"face{k}.png")
+    requests = [{"text": "What is this person's job?", "image": f"face{k}.png"} for k in range(2)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))
+    out = tmp_path / "out.jsonl"
+    assert (
+        main(["classify", "--guard", str(guard), "--prompts", str(tmp_path / "in.jsonl"), "--out", str(out)])
+        == 0
+    )
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert results[0]["flagged"] and results[0]["score"] > results[1]["score"]
+
+
 def test_bad_arguments(tmp_path, capsys) -> None:
     from eco_guard.cli import main
+
+    with pytest.raises(ValueError, match="not tower, portrait or a pixel encoder folder"):
+        from eco_guard.cli.train_classifier import image_encoder
+
+        image_encoder(str(tmp_path / "nowhere"), "demo")
 
     assert main(["train-classifier", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "g")]) == 2
     assert (
