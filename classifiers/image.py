@@ -2,7 +2,8 @@
 
 A request about a forget-set profile in MLLMU-Bench usually names nobody ("this person"): the picture carries the
 identity. Each image is embedded by a frozen image encoder (default: the guarded MLLM's own vision tower, its
-patch tokens pooled), projected by a metric fitted on the training images, and scored by its best cosine
+patch tokens pooled; or an identity encoder trained from pixels, :mod:`classifiers.pixels`, which a small tower
+needs), projected by a metric fitted on the training images, and scored by its best cosine
 similarity to any reference of any forget identity. References are each forget image plus transformed copies
 (test-time augmentation), so crops, rotations, colour jitter, flips, resizing and JPEG still land near them.
 
@@ -178,8 +179,12 @@ class CallableImageEncoder:
 METRICS = ("auto", "mlp", "lda", "standardize")
 """How encoder outputs become identity embeddings: ``mlp`` a small network trained at fit time to tell every known
 person apart across random transforms (:mod:`classifiers.invariant`), ``lda`` a linear discriminant of the same
-groups, ``standardize`` per-feature z-scores; ``auto`` is ``mlp`` from ``MLP_MIN_OTHERS`` other people on, else
-``lda``."""
+groups, ``standardize`` per-feature z-scores; ``auto`` is ``standardize`` for an encoder whose outputs already are an
+identity embedding (``identity_embedding = True``, as :class:`classifiers.pixels.PixelEncoder`), else ``mlp`` from
+``MLP_MIN_OTHERS`` other people on, else ``lda``. A metric fitted on top of an identity encoder learns the fit
+people and flags look-alikes among new ones: with the portrait encoder, ``train-classifier`` flagged 17 and 24 of
+1,416 held-out people's photos on two 500-profile sets with ``mlp`` (6 and 25 with ``standardize``; both with the
+floor below: 5 and 2), 14 and 30 of 564 on two 200-profile sets with ``lda``."""
 AUGMENTATIONS = {"mlp": 128, "lda": 64, "standardize": 16}
 """Transformed copies per forget image when ``n_augment`` is None (other people's images get half as many for
 ``lda``). Both fitted metrics gain from more. The learned embedding on 500 profiles (25 forget people x 12 Test_Set
@@ -188,6 +193,15 @@ views, stand-alone, threshold at the 99.5% quantile of calibration people's phot
 quantile of calibration people's photos and views): 64 missed 1.7% (5 of 300), 128 missed 0.3% (1), FPR 0.2% /
 0.4%; 64 with twice the training steps still missed 1.7%. 128 costs 127 s of fitting instead of 81 s. LDA on
 200 profiles (``train-classifier``, seed 0): misses 5.8% with 16, 0.8% with 64 (FPR 0.9% / 1.2%); on the demo's 20 profiles it flags no retain photo with either."""
+FLOOR_VIEWS = 32
+FLOOR_QUANTILE = 0.005
+"""With an encoder whose outputs already are an identity embedding, scores below the 0.5% quantile of fresh
+transformed views of the forget images never flag (``floor_quantile="auto"``). The conformal threshold comes from
+a few hundred calibration people, and a few look-alikes among other new people sit above it; such an encoder leaves
+a wide gap below the forget people's own views, and the floor spends it. Raising a threshold only removes flags,
+so the false-positive guarantee holds. On synthetic MLLMU (the portrait encoder, ``train-classifier``, 500
+profiles) it took held-out people's flagged photos from 6 / 25 / 6 of 1,416 to 5 / 2 / 4 (data seeds 0 / 1 / 2)
+and missed no forget photo either way."""
 MLP_MIN_OTHERS = 150
 """A learned embedding needs many people to generalize. ``train-classifier`` on synthetic MLLMU, the demo tower:
 with ~250 others (500 profiles) it missed 0.3-1.0% of transformed forget photos where LDA missed 6.3% (stand-alone,
@@ -215,6 +229,9 @@ class ImageIdentityClassifier(BaseEstimator):
     stays exchangeable; it costs ``query_views`` encoder passes per image. Off by default: on synthetic MLLMU (200
     profiles, the demo tower) 4 views halved the misses on Test_Set-style images in a stand-alone check (FNR 33% ->
     17% at a 0.5% threshold), but not in the full pipeline of ``classifiers.training`` (27% -> 30%, FPR 0% both).
+
+    ``floor_quantile`` (``"auto"``: ``FLOOR_QUANTILE`` for an identity-embedding encoder, else none): scores below
+    that quantile of fresh transformed views of the forget images are set to -1 and never flag (``floor_``).
     """
 
     def __init__(
@@ -227,6 +244,7 @@ class ImageIdentityClassifier(BaseEstimator):
         calibration_fraction: float = 0.3,
         random_state: int = 0,
         query_views: int = 1,
+        floor_quantile: float | str | None = "auto",
     ) -> None:
         self.encoder = encoder
         self.query_views = query_views
@@ -235,6 +253,7 @@ class ImageIdentityClassifier(BaseEstimator):
         self.n_augment = n_augment
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
+        self.floor_quantile = floor_quantile
 
     def fit(self, images: Sequence[Any], identities: Sequence[str | None]) -> ImageIdentityClassifier:
         if self.encoder is None or not isinstance(self.encoder, ImageEncoder):
@@ -266,7 +285,10 @@ class ImageIdentityClassifier(BaseEstimator):
         base = [k for k in others if k not in held]
         self.metric_ = self.metric
         if self.metric == "auto":
-            self.metric_ = "mlp" if len(base) >= MLP_MIN_OTHERS else "lda"
+            if getattr(self.encoder, "identity_embedding", False):
+                self.metric_ = "standardize"
+            else:
+                self.metric_ = "mlp" if len(base) >= MLP_MIN_OTHERS else "lda"
         n_augment = self.n_augment or AUGMENTATIONS[self.metric_]
         self.encoder_ = self.encoder
         refs, ref_ids = [], []
@@ -295,13 +317,16 @@ class ImageIdentityClassifier(BaseEstimator):
         elif self.metric_ == "mlp":
             from classifiers.invariant import fit_invariant_mlp
 
-            labels = np.unique(groups, return_inverse=True)[1]
+            classes = np.unique(groups, return_inverse=True)[1]
             self.mlp_ = fit_invariant_mlp(
-                (features - self.mean_) * self.projection_, labels, seed=self.random_state
+                (features - self.mean_) * self.projection_, classes, seed=self.random_state
             )
         self.references_ = self._normalize(raw_refs)
         self.identities_ = np.array(forget)
         self.reference_owner_ = np.array([forget.index(i) for i in ref_ids])
+        self.floor_ = self._floor(
+            [images[k] for k, i in enumerate(labels) if i], [i for i in labels if i], rng
+        )
         self.calibrator_ = None
         if held:
             cal = [transform(images[k], rng) for k in sorted(held) for _ in range(max(1, n_augment // 4))]
@@ -325,7 +350,25 @@ class ImageIdentityClassifier(BaseEstimator):
         return out
 
     def score(self, images: Sequence[Any]) -> np.ndarray:
-        return self.similarities(images).max(1)
+        """Best similarity to any forget identity; -1 (never flagged) below the floor, if there is one."""
+        best = self.similarities(images).max(1)
+        floor = getattr(self, "floor_", None)
+        return best if floor is None else np.where(best >= floor, best, -1.0)
+
+    def _floor(self, images: Sequence[Any], owners: Sequence[str], rng: np.random.Generator) -> float | None:
+        """The ``floor_quantile`` quantile of fresh transformed views of the forget images, each scored against its
+        own identity (``FLOOR_VIEWS`` per image); None when off."""
+        quantile = self.floor_quantile
+        if quantile == "auto":
+            quantile = FLOOR_QUANTILE if getattr(self.encoder_, "identity_embedding", False) else None
+        if quantile is None:
+            return None
+        if isinstance(quantile, str) or not 0 <= quantile < 1:
+            raise ValueError(f"floor_quantile must be 'auto', None or in [0, 1), got {quantile!r}")
+        views = [transform(img, rng) for img in images for _ in range(FLOOR_VIEWS)]
+        owner = np.repeat([list(self.identities_).index(i) for i in owners], FLOOR_VIEWS)
+        own = self.similarities(views)[np.arange(len(views)), owner]
+        return float(np.quantile(own, quantile))
 
     def identify(self, images: Sequence[Any]) -> list[str]:
         """The most similar forget identity per image (whether or not it is flagged)."""
@@ -409,6 +452,8 @@ class ImageIdentityClassifier(BaseEstimator):
             "calibration_fraction": self.calibration_fraction,
             "random_state": self.random_state,
             "query_views": self.query_views,
+            "floor_quantile": self.floor_quantile,
+            "floor": self.floor_,
         }
         return write_meta(folder, self, config).parent
 
@@ -437,6 +482,7 @@ class ImageIdentityClassifier(BaseEstimator):
             calibration_fraction=config["calibration_fraction"],
             random_state=config["random_state"],
             query_views=config.get("query_views", 1),
+            floor_quantile=config.get("floor_quantile"),
         )
         model.encoder_ = encoder
         model.mean_, model.projection_ = arrays["mean"], arrays["projection"]
@@ -453,4 +499,5 @@ class ImageIdentityClassifier(BaseEstimator):
             model.mlp_ = {k: arrays[k] for k in MLP_KEYS}
         negatives = arrays.get("calibration_negatives")
         model.calibrator_ = ConformalCalibrator(negatives) if negatives is not None else None
+        model.floor_ = config.get("floor")  # files from before the floor: none
         return model

@@ -47,6 +47,10 @@ class PixelEncoder:
     """``encode(images) -> [N, dim]`` unit vectors: RGB images shrunk to ``side`` x ``side`` pixels, standardized per
     channel, through the network of :func:`_network`."""
 
+    identity_embedding = True
+    """Its outputs already tell people apart: an identity classifier compares them as they are (no metric fitted
+    on top, see ``classifiers.image.METRICS``)."""
+
     def __init__(self, net: Any, *, side: int, width: int, dim: int, mean: Sequence[float],
                  std: Sequence[float], batch_size: int = 256) -> None:  # fmt: skip
         self.net = net.eval()

@@ -24,6 +24,7 @@ def test_transformed_forget_images_match_their_identity(identity) -> None:
     queries = [transform(portrait(i, size=96), rng) for i in range(10) for _ in range(3)]
     strangers = [transform(portrait(i, size=96), rng) for i in range(500, 530)]
     hits = identity.identify(queries)
+    assert identity.floor_ is None  # a vision tower is no identity embedding: no floor under its scores
     assert np.mean([h == f"p{k // 3}" for k, h in enumerate(hits)]) >= 0.8
     pos, neg = identity.score(queries), identity.score(strangers)
     assert (pos[:, None] > neg[None, :]).mean() > 0.8  # AUC

@@ -65,16 +65,28 @@ def test_training_teaches_the_people_and_the_folder_round_trips(tiny, tmp_path) 
         train_pixel_encoder(people[:1], progress=False)
 
 
-def test_an_identity_classifier_on_it_saves_its_encoder(tiny, tmp_path) -> None:
+def test_an_identity_classifier_compares_its_outputs_and_saves_it(tiny, tmp_path) -> None:
     from classifiers.image import ImageIdentityClassifier
 
     people, encoder = tiny
-    model = ImageIdentityClassifier(encoder, fpr=None, n_augment=4).fit(people, ["a", "b"] + [None] * 10)
-    queries = _views(people[:4], 2, seed=2)
+    labels = ["a", "b"] + [None] * 10
+    model = ImageIdentityClassifier(encoder, fpr=None, n_augment=4).fit(people, labels)
+    assert model.metric_ == "standardize" and model.mlp_ is None  # an identity embedding is compared as it is
+    queries = _views(people, 2, seed=2)
+    # the floor: the 0.5% quantile of the forget images' own fresh views; below it a score is -1, never flagged
+    best = model.similarities(queries).max(1)
+    assert model.floor_ is not None and 0 < model.floor_ < 1
+    assert (best < model.floor_).any()  # strangers fall below it here
+    np.testing.assert_array_equal(model.score(queries), np.where(best >= model.floor_, best, -1.0))
     model.save_pretrained(tmp_path)
     loaded = ImageIdentityClassifier.from_pretrained(tmp_path)
-    assert isinstance(loaded.encoder_, PixelEncoder)
+    assert isinstance(loaded.encoder_, PixelEncoder) and loaded.floor_ == model.floor_
     np.testing.assert_allclose(loaded.score(queries), model.score(queries), atol=1e-5)
+    off = ImageIdentityClassifier(encoder, fpr=None, n_augment=4, floor_quantile=None).fit(people, labels)
+    assert off.floor_ is None
+    np.testing.assert_allclose(off.score(queries), best, atol=1e-6)  # the same fit without the floor
+    with pytest.raises(ValueError, match="floor_quantile must be"):
+        ImageIdentityClassifier(encoder, fpr=None, n_augment=4, floor_quantile=1.5).fit(people, labels)
 
 
 def test_the_shipped_portrait_encoder_tells_apart_people_it_never_saw() -> None:
@@ -87,3 +99,20 @@ def test_the_shipped_portrait_encoder_tells_apart_people_it_never_saw() -> None:
     accuracy, genuine, impostor = _identified(encoder, people, 5, seed=4)
     assert accuracy >= 0.98, accuracy
     assert np.quantile(genuine, 0.02) > np.quantile(impostor, 0.999), (genuine.min(), impostor.max())
+
+
+def test_the_recipe_command_builds_a_loadable_encoder(tmp_path) -> None:
+    """``python -m benchmarks.mllmu.portrait_encoder`` on a tiny configuration; the shipped folder's recipe names
+    the command that made it."""
+    import json
+
+    from benchmarks.mllmu.portrait_encoder import FIRST_INDEX, main
+
+    argv = ["--out", str(tmp_path), "--people", "3", "--views", "1", "--steps", "2"]
+    assert main(argv) == 0
+    recipe = json.loads((tmp_path / "recipe.json").read_text())
+    assert recipe["command"] == "python -m benchmarks.mllmu.portrait_encoder --people 3 --views 1 --steps 2"
+    assert recipe["first_index"] == FIRST_INDEX and len(recipe["loss"]) == 2
+    assert PixelEncoder.load(tmp_path).encode(draw_people(2, seed=9)).shape == (2, 128)
+    shipped = json.loads((ASSET / "recipe.json").read_text())
+    assert shipped["command"] == "python -m benchmarks.mllmu.portrait_encoder" and shipped["people"] == 4000
