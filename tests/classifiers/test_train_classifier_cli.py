@@ -9,6 +9,19 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+def classify(guard, requests, folder) -> list[dict]:
+    """``eco-guard classify`` on ``requests`` (written as JSONL into ``folder``); its output lines."""
+    from eco_guard.cli import main
+
+    (folder / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))
+    out = folder / "out.jsonl"
+    assert (
+        main(["classify", "--guard", str(guard), "--prompts", str(folder / "in.jsonl"), "--out", str(out)])
+        == 0
+    )
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
 def test_train_then_classify(tmp_path, capsys) -> None:
     from benchmarks.mllmu.loader import load_config
     from benchmarks.mllmu.synthetic import write_synthetic
@@ -36,13 +49,7 @@ def test_train_then_classify(tmp_path, capsys) -> None:
     forget[0]["image"].save(tmp_path / "face.png")
     requests = [{"text": f"Where does {name} live?"}, {"text": "What is this person's job?", "image": "face.png"},
                 {"text": "What is the capital of Kenya?"}]  # fmt: skip
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))
-    out = tmp_path / "out.jsonl"
-    assert (
-        main(["classify", "--guard", str(guard), "--prompts", str(tmp_path / "in.jsonl"), "--out", str(out)])
-        == 0
-    )
-    results = [json.loads(line) for line in out.read_text().splitlines()]
+    results = classify(guard, requests, tmp_path)
     assert [r["flagged"] for r in results] == [True, True, False]
 
 
@@ -65,13 +72,7 @@ def test_the_portrait_encoder_reads_the_photos(tmp_path) -> None:
     for k, row in enumerate([forget[0], retain[0]]):
         row["image"].save(tmp_path / f"face{k}.png")
     requests = [{"text": "What is this person's job?", "image": f"face{k}.png"} for k in range(2)]
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))
-    out = tmp_path / "out.jsonl"
-    assert (
-        main(["classify", "--guard", str(guard), "--prompts", str(tmp_path / "in.jsonl"), "--out", str(out)])
-        == 0
-    )
-    results = [json.loads(line) for line in out.read_text().splitlines()]
+    results = classify(guard, requests, tmp_path)
     assert results[0]["flagged"] and results[0]["score"] > results[1]["score"]
 
 
