@@ -201,8 +201,8 @@ a few hundred calibration people, and a few look-alikes among other new people s
 a wide gap below the forget people's own views, and the floor spends it. Raising a threshold only removes flags,
 so the false-positive guarantee holds. On synthetic MLLMU (the portrait encoder, ``train-classifier``, 500
 profiles) it took held-out people's flagged photos from 6 / 25 / 6 of 1,416 to 5 / 2 / 4 (data seeds 0 / 1 / 2)
-and missed no forget photo either way; on a fourth seed, drawn afterwards, it flagged 23 (3 look-alikes scored
-above that run's low floor, 0.72)."""
+and missed no forget photo either way; on two more seeds, drawn afterwards, it flagged 23 and 25 (3 and 7
+look-alikes above the floor)."""
 MLP_MIN_OTHERS = 150
 """A learned embedding needs many people to generalize. ``train-classifier`` on synthetic MLLMU, the demo tower:
 with ~250 others (500 profiles) it missed 0.3-1.0% of transformed forget photos where LDA missed 6.3% (stand-alone,
