@@ -285,8 +285,9 @@ class ImageIdentityClassifier(BaseEstimator):
             raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
         base = [k for k in others if k not in held]
         self.metric_ = self.metric
+        identity_encoder = bool(getattr(self.encoder, "identity_embedding", False))
         if self.metric == "auto":
-            if getattr(self.encoder, "identity_embedding", False):
+            if identity_encoder:
                 self.metric_ = "standardize"
             else:
                 self.metric_ = "mlp" if len(base) >= MLP_MIN_OTHERS else "lda"
@@ -325,8 +326,11 @@ class ImageIdentityClassifier(BaseEstimator):
         self.references_ = self._normalize(raw_refs)
         self.identities_ = np.array(forget)
         self.reference_owner_ = np.array([forget.index(i) for i in ref_ids])
+        floor_quantile = self.floor_quantile
+        if floor_quantile == "auto":
+            floor_quantile = FLOOR_QUANTILE if identity_encoder else None
         self.floor_ = self._floor(
-            [images[k] for k, i in enumerate(labels) if i], [i for i in labels if i], rng
+            [images[k] for k, i in enumerate(labels) if i], [i for i in labels if i], floor_quantile, rng
         )
         self.calibrator_ = None
         if held:
@@ -356,12 +360,11 @@ class ImageIdentityClassifier(BaseEstimator):
         floor = getattr(self, "floor_", None)
         return best if floor is None else np.where(best >= floor, best, -1.0)
 
-    def _floor(self, images: Sequence[Any], owners: Sequence[str], rng: np.random.Generator) -> float | None:
-        """The ``floor_quantile`` quantile of fresh transformed views of the forget images, each scored against its
-        own identity (``FLOOR_VIEWS`` per image); None when off."""
-        quantile = self.floor_quantile
-        if quantile == "auto":
-            quantile = FLOOR_QUANTILE if getattr(self.encoder_, "identity_embedding", False) else None
+    def _floor(
+        self, images: Sequence[Any], owners: Sequence[str], quantile: float | None, rng: np.random.Generator
+    ) -> float | None:
+        """The ``quantile`` quantile of fresh transformed views of the forget images, each scored against its own
+        identity (``FLOOR_VIEWS`` per image); None when ``quantile`` is."""
         if quantile is None:
             return None
         if isinstance(quantile, str) or not 0 <= quantile < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -72,9 +73,7 @@ def fit_invariant_mlp(
             steps = min(max_steps, max(200, math.ceil(epochs * len(x) / batch_size)))
             for _ in range(steps):
                 idx = torch.randint(0, len(x), (min(batch_size, len(x)),))
-                z = torch.nn.functional.normalize(net(x[idx]), dim=-1)
-                logits = scale * z @ torch.nn.functional.normalize(centres, dim=-1).T
-                loss = torch.nn.functional.cross_entropy(logits, y[idx])
+                loss = cosine_softmax_loss(net(x[idx]), centres, y[idx], scale)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -87,6 +86,16 @@ def fit_invariant_mlp(
         "mlp_w2": last.weight.detach().T.contiguous().numpy(),
         "mlp_b2": last.bias.detach().numpy(),
     }
+
+
+def cosine_softmax_loss(outputs: Any, centres: Any, labels: Any, scale: float) -> Any:
+    """Cross-entropy of ``scale`` x the cosines between ``outputs`` and one learned direction per class (the
+    training loss of this embedding and of :func:`classifiers.pixels.train_pixel_encoder`)."""
+    import torch
+
+    z = torch.nn.functional.normalize(outputs, dim=-1)
+    logits = scale * z @ torch.nn.functional.normalize(centres, dim=-1).T
+    return torch.nn.functional.cross_entropy(logits, labels)
 
 
 def apply_mlp(z: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:

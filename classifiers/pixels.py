@@ -5,15 +5,15 @@ patch tokens, taught 24 people) keeps little of what tells two new people apart:
 features put some held-out people's photos closer to a forget person than that person's own transformed photos,
 so the threshold lands among them. An encoder taught to tell thousands of people apart across crops, rotations,
 colour jitter, flips, resizing and JPEG (as face-recognition models are for real photos) mostly leaves a wide gap
-between the two (on synthetic MLLMU, forget people's own views 0.85 and up, others' photos mostly below 0.78). :func:`train_pixel_encoder` trains one on any pictures, one identity per picture (for the synthetic
-benchmark: ``python -m benchmarks.mllmu.portrait_encoder``, on portraits of people the benchmark never draws).
+between the two (on synthetic MLLMU, forget people's own views 0.85 and up, others' photos mostly below 0.78).
+:func:`train_pixel_encoder` trains one on any pictures, one identity per picture (for the synthetic benchmark:
+``python -m benchmarks.mllmu.portrait_encoder``, on portraits of people the benchmark never draws).
 Weights are saved as safetensors with a JSON config, never pickle.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,16 @@ from typing import Any
 import numpy as np
 
 from classifiers.augment import transform
+from classifiers.invariant import cosine_softmax_loss
 from classifiers.persistence import ClassifierFileError, load_arrays, save_arrays
 
-logger = logging.getLogger(__name__)
-
 WEIGHTS, CONFIG = "pixel_encoder.safetensors", "pixel_encoder.json"
+
+
+def _resized(images: Sequence[Any], side: int) -> np.ndarray:
+    """``[N, 3, side, side]`` RGB pixels in [0, 1]."""
+    pixels = [np.asarray(img.convert("RGB").resize((side, side)), dtype=np.float32) / 255.0 for img in images]
+    return np.stack(pixels).transpose(0, 3, 1, 2)
 
 
 def _network(width: int, dim: int) -> Any:
@@ -60,11 +65,7 @@ class PixelEncoder:
 
     def pixels(self, images: Sequence[Any]) -> np.ndarray:
         """``[N, 3, side, side]`` standardized pixels."""
-        side = (self.side, self.side)
-        raw = np.stack(
-            [np.asarray(img.convert("RGB").resize(side), dtype=np.float32) / 255.0 for img in images]
-        )
-        return (raw.transpose(0, 3, 1, 2) - self.mean) / self.std
+        return (_resized(images, self.side) - self.mean) / self.std
 
     def encode(self, images: Sequence[Any]) -> np.ndarray:
         import torch
@@ -141,8 +142,7 @@ def train_pixel_encoder(
         raise ValueError(f"views must be >= 0 and steps >= 1, got {views} and {steps}")
     rng = np.random.default_rng(seed)
     bank = [[img, *(transform(img, rng) for _ in range(views))] for img in images]
-    plain = PixelEncoder(torch.nn.Identity(), side=side, width=width, dim=dim, mean=[0, 0, 0], std=[1, 1, 1])
-    x = torch.from_numpy(np.concatenate([plain.pixels(group) for group in bank]))
+    x = torch.from_numpy(np.concatenate([_resized(group, side) for group in bank]))
     y = torch.arange(len(images)).repeat_interleave(views + 1)
     mean, std = x.mean((0, 2, 3)), x.std((0, 2, 3)) + 1e-6
     x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
@@ -158,9 +158,7 @@ def train_pixel_encoder(
             batch = x[idx]
             flip = torch.rand(len(batch)) < 0.5
             batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-            z = torch.nn.functional.normalize(net(batch), dim=-1)
-            logits = scale * z @ torch.nn.functional.normalize(centres, dim=-1).T
-            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            loss = cosine_softmax_loss(net(batch), centres, y[idx], scale)
             opt.zero_grad()
             loss.backward()
             opt.step()
