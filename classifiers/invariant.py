@@ -10,12 +10,32 @@ one person sit together. Only its arrays are kept (JSON + safetensors, no pickle
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 MLP_KEYS = ("mlp_w1", "mlp_b1", "mlp_w2", "mlp_b2")
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` inside the block (None: left as they are), given back after. One
+    thread makes a seeded fit bit-reproducible: with two, MKL's matrix products gave 3 different weight sets in 6
+    processes of the same :func:`fit_invariant_mlp` fit (this 2-core CPU; with ``MKL_CBWR=COMPATIBLE`` they
+    agreed, 1.7x slower). torch's thread count is process-wide meanwhile."""
+    import torch
+
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def fit_invariant_mlp(
@@ -38,14 +58,10 @@ def fit_invariant_mlp(
     ``epochs`` passes over the rows (200 to ``max_steps`` steps). Seeded, without touching torch's global random
     state.
 
-    ``threads``: torch's CPU threads while training (None: as they are). One makes the fit bit-reproducible: with
-    two, MKL's matrix products gave 3 different weight sets in 6 processes of the same fit (this 2-core CPU; with
-    ``MKL_CBWR=COMPATIBLE`` they agreed, 1.7x slower), and one 500-profile classifier flagged 16 photos where its
-    reruns flagged 13. One thread takes about 1.7x as long; torch's thread count is process-wide meanwhile."""
+    ``threads``: torch's CPU threads while training (:func:`torch_threads`; None: as they are). One makes the
+    fit bit-reproducible (one 500-profile classifier fitted on two flagged 16 photos where its reruns flagged 13)
+    and takes about 1.7x as long."""
     import torch
-
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
 
     x = torch.as_tensor(np.asarray(features, dtype=np.float32))
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
@@ -56,29 +72,23 @@ def fit_invariant_mlp(
     n_classes = int(y.max()) + 1
     if n_classes < 2:
         raise ValueError("the embedding needs at least two classes to tell apart")
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = torch.nn.Sequential(
-                torch.nn.Linear(x.shape[1], hidden),
-                torch.nn.ReLU(),
-                torch.nn.Dropout(0.1),
-                torch.nn.Linear(hidden, dim),
-            )
-            centres = torch.nn.Parameter(torch.randn(n_classes, dim) * 0.1)
-            opt = torch.optim.AdamW([*net.parameters(), centres], lr=lr, weight_decay=weight_decay)
-            steps = min(max_steps, max(200, math.ceil(epochs * len(x) / batch_size)))
-            for _ in range(steps):
-                idx = torch.randint(0, len(x), (min(batch_size, len(x)),))
-                loss = cosine_softmax_loss(net(x[idx]), centres, y[idx], scale)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(previous)
+    with torch_threads(threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(x.shape[1], hidden),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(0.1),
+            torch.nn.Linear(hidden, dim),
+        )
+        centres = torch.nn.Parameter(torch.randn(n_classes, dim) * 0.1)
+        opt = torch.optim.AdamW([*net.parameters(), centres], lr=lr, weight_decay=weight_decay)
+        steps = min(max_steps, max(200, math.ceil(epochs * len(x) / batch_size)))
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (min(batch_size, len(x)),))
+            loss = cosine_softmax_loss(net(x[idx]), centres, y[idx], scale)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     first, last = net[0], net[3]
     return {
         "mlp_w1": first.weight.detach().T.contiguous().numpy(),
@@ -88,14 +98,18 @@ def fit_invariant_mlp(
     }
 
 
-def cosine_softmax_loss(outputs: Any, centres: Any, labels: Any, scale: float) -> Any:
+def cosine_softmax_loss(outputs: Any, centres: Any, labels: Any, scale: float, margin: float = 0.0) -> Any:
     """Cross-entropy of ``scale`` x the cosines between ``outputs`` and one learned direction per class (the
-    training loss of this embedding and of :func:`classifiers.pixels.train_pixel_encoder`)."""
+    training loss of this embedding and of :func:`classifiers.pixels.train_pixel_encoder`). ``margin`` is taken off
+    each output's cosine to its own class first (CosFace): a class counts as learned only once its own cosine beats
+    every other by that much."""
     import torch
 
     z = torch.nn.functional.normalize(outputs, dim=-1)
-    logits = scale * z @ torch.nn.functional.normalize(centres, dim=-1).T
-    return torch.nn.functional.cross_entropy(logits, labels)
+    cosines = z @ torch.nn.functional.normalize(centres, dim=-1).T
+    if margin:
+        cosines = cosines - margin * torch.nn.functional.one_hot(labels, cosines.shape[1])
+    return torch.nn.functional.cross_entropy(scale * cosines, labels)
 
 
 def apply_mlp(z: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:

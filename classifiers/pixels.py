@@ -21,10 +21,16 @@ from typing import Any
 import numpy as np
 
 from classifiers.augment import transform
-from classifiers.invariant import cosine_softmax_loss
+from classifiers.invariant import cosine_softmax_loss, torch_threads
 from classifiers.persistence import ClassifierFileError, load_arrays, save_arrays
 
 WEIGHTS, CONFIG = "pixel_encoder.safetensors", "pixel_encoder.json"
+SCALE, MARGIN = 30.0, 0.35
+"""The training loss's cosine scale and margin (CosFace). Without a margin a person counts as learned as soon as
+their own direction wins, and look-alikes (the same background hue, skin and hair; another pattern and emblem)
+stay close: over 1,000 random forget splits of each of five 500-profile synthetic sets (25 forget people, 12
+Test_Set views each, the classifier's floor and a 0.5% threshold), 7.5% of splits broke FNR or FPR <= 1% with
+scale 16 and no margin, 3.3% with 0.35 (0.5: 3.5%); with 48 references per photo, 1.5% and 0.2%."""
 
 
 def _resized(images: Sequence[Any], side: int) -> np.ndarray:
@@ -124,15 +130,19 @@ def train_pixel_encoder(
     side: int = 48,
     batch_size: int = 128,
     lr: float = 3e-3,
-    scale: float = 16.0,
+    scale: float = SCALE,
+    margin: float = MARGIN,
     seed: int = 0,
+    threads: int | None = 1,
     progress: bool = True,
     log: list[dict[str, float]] | None = None,
 ) -> PixelEncoder:
     """Teach a :class:`PixelEncoder` to tell ``images`` apart, each its own identity, across ``views`` random
     transforms of each (:func:`classifiers.augment.transform`, plus a random flip per step): a cosine-softmax
-    classifier with one learned direction per identity, trained ``steps`` steps (one-cycle learning rate).
-    Seeded; ``log`` (when given) receives the loss every 100 steps."""
+    classifier with one learned direction per identity and a ``margin`` (``MARGIN``), trained ``steps`` steps
+    (one-cycle learning rate). Seeded; on ``threads`` threads (1: the same bytes in every process, see
+    :func:`classifiers.invariant.torch_threads`; None: the process's setting);
+    ``log`` (when given) receives the loss every 100 steps."""
     import torch
     from tqdm.auto import tqdm
 
@@ -146,7 +156,7 @@ def train_pixel_encoder(
     y = torch.arange(len(images)).repeat_interleave(views + 1)
     mean, std = x.mean((0, 2, 3)), x.std((0, 2, 3)) + 1e-6
     x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
-    with torch.random.fork_rng(devices=[]):
+    with torch_threads(threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = _network(width, dim)
         centres = torch.nn.Parameter(torch.randn(len(images), dim) * 0.1)
@@ -158,7 +168,7 @@ def train_pixel_encoder(
             batch = x[idx]
             flip = torch.rand(len(batch)) < 0.5
             batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-            loss = cosine_softmax_loss(net(batch), centres, y[idx], scale)
+            loss = cosine_softmax_loss(net(batch), centres, y[idx], scale, margin)
             opt.zero_grad()
             loss.backward()
             opt.step()

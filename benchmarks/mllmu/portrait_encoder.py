@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from classifiers.pixels import MARGIN
+
 ASSET = Path(__file__).resolve().parents[2] / "eco_guard" / "assets" / "portrait_encoder"
 FIRST_INDEX = 100_000
 """Portrait index of the first person taught; synthetic benchmark folders use 0 up to their size."""
@@ -33,19 +35,27 @@ def draw_people(n: int, seed: int, size: int = 128) -> list:
 
 
 def build(
-    out: Path, *, people: int, views: int, steps: int, seed: int, command: str, progress: bool = True
-) -> Path:
+    out: Path, *, people: int, views: int, steps: int, margin: float, seed: int, command: str,
+    progress: bool = True,
+) -> Path:  # fmt: skip
     """Draw, train, save into ``out`` with ``recipe.json`` (the command, the settings, the loss log, the time)."""
-    from classifiers.pixels import train_pixel_encoder
+    from classifiers.pixels import SCALE, train_pixel_encoder
 
     start = time.perf_counter()
     log: list[dict[str, float]] = []
     encoder = train_pixel_encoder(
-        draw_people(people, seed), views=views, steps=steps, seed=seed, progress=progress, log=log
+        draw_people(people, seed),
+        views=views,
+        steps=steps,
+        margin=margin,
+        seed=seed,
+        progress=progress,
+        log=log,
     )
     encoder.save(out)
-    recipe = {"command": command, "people": people, "views": views, "steps": steps, "seed": seed,
-              "first_index": FIRST_INDEX, "seconds": round(time.perf_counter() - start, 1), "loss": log}  # fmt: skip
+    recipe = {"command": command, "people": people, "views": views, "steps": steps, "margin": margin,
+              "scale": SCALE, "threads": 1, "seed": seed, "first_index": FIRST_INDEX,
+              "seconds": round(time.perf_counter() - start, 1), "loss": log}  # fmt: skip
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     return out
 
@@ -56,13 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--people", type=int, default=4000, help="identities taught")
     parser.add_argument("--views", type=int, default=10, help="transformed copies per portrait")
     parser.add_argument("--steps", type=int, default=3000, help="training steps (batches of 128)")
+    parser.add_argument(
+        "--margin", type=float, default=MARGIN, help=f"the loss's cosine margin (default {MARGIN})"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    changed = [f" --{k} {getattr(args, k)}" for k in ("people", "views", "steps", "seed")
+    changed = [f" --{k} {getattr(args, k)}" for k in ("people", "views", "steps", "margin", "seed")
                if getattr(args, k) != parser.get_default(k)]  # fmt: skip
     command = "python -m benchmarks.mllmu.portrait_encoder" + "".join(changed)
-    folder = build(args.out, people=args.people, views=args.views, steps=args.steps, seed=args.seed,
-                   command=command)  # fmt: skip
+    folder = build(args.out, people=args.people, views=args.views, steps=args.steps, margin=args.margin,
+                   seed=args.seed, command=command)  # fmt: skip
     print(f"portrait encoder: {folder}")
     return 0
 

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.mllmu import portraits
 from benchmarks.mllmu.portrait_encoder import ASSET, draw_people
-from classifiers.persistence import ClassifierFileError
+from classifiers.persistence import ClassifierFileError, load_arrays, save_arrays, write_meta
 from classifiers.pixels import PixelEncoder, train_pixel_encoder
 
 
@@ -73,18 +73,21 @@ def test_an_identity_classifier_compares_its_outputs_and_saves_it(tiny, tmp_path
     model = ImageIdentityClassifier(encoder, fpr=None, n_augment=4).fit(people, labels)
     assert model.metric_ == "standardize" and model.mlp_ is None  # an identity embedding is compared as it is
     queries = _views(people, 2, seed=2)
-    # the floor: the 0.5% quantile of the forget images' own fresh views; below it a score is -1, never flagged
-    best = model.similarities(queries).max(1)
-    assert model.floor_ is not None and 0 < model.floor_ < 1
-    assert (best < model.floor_).any()  # strangers fall below it here
-    np.testing.assert_array_equal(model.score(queries), np.where(best >= model.floor_, best, -1.0))
+    # a floor per identity: the 0.5% quantile of all forget images' own fresh views, or the identity's own mean
+    # less FLOOR_SPREAD sd where higher; a similarity below its identity's floor never flags
+    sims = model.similarities(queries)
+    assert model.floor_.shape == (2,) and (model.floor_ > 0).all() and (model.floor_ < 1).all()
+    assert (sims.max(1) < model.floor_.min()).any()  # strangers fall below it here
+    expected = np.where(sims >= model.floor_[None, :], sims, -1.0).max(1)
+    np.testing.assert_array_equal(model.score(queries), expected)
     model.save_pretrained(tmp_path)
     loaded = ImageIdentityClassifier.from_pretrained(tmp_path)
-    assert isinstance(loaded.encoder_, PixelEncoder) and loaded.floor_ == model.floor_
+    assert isinstance(loaded.encoder_, PixelEncoder)
+    np.testing.assert_array_equal(loaded.floor_, model.floor_)
     np.testing.assert_allclose(loaded.score(queries), model.score(queries), atol=1e-5)
     off = ImageIdentityClassifier(encoder, fpr=None, n_augment=4, floor_quantile=None).fit(people, labels)
     assert off.floor_ is None
-    np.testing.assert_allclose(off.score(queries), best, atol=1e-6)  # the same fit without the floor
+    np.testing.assert_allclose(off.score(queries), sims.max(1), atol=1e-6)  # the same fit without the floor
     with pytest.raises(ValueError, match="floor_quantile must be"):
         ImageIdentityClassifier(encoder, fpr=None, n_augment=4, floor_quantile=1.5).fit(people, labels)
 
@@ -116,3 +119,98 @@ def test_the_recipe_command_builds_a_loadable_encoder(tmp_path) -> None:
     assert PixelEncoder.load(tmp_path).encode(draw_people(2, seed=9)).shape == (2, 128)
     shipped = json.loads((ASSET / "recipe.json").read_text())
     assert shipped["command"] == "python -m benchmarks.mllmu.portrait_encoder" and shipped["people"] == 4000
+
+
+def test_the_margin_is_taken_off_each_output_s_own_cosine() -> None:
+    """CosFace: the loss is the cross-entropy of scale x (cosines - margin on the own class); no margin, the plain
+    cosine softmax. A margin makes an output that already wins cost more, so training keeps pushing look-alikes apart."""
+    import torch
+
+    from classifiers.invariant import cosine_softmax_loss
+
+    torch.manual_seed(0)
+    outputs, centres, labels = torch.randn(6, 8), torch.randn(4, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    cosines = (
+        torch.nn.functional.normalize(outputs, dim=-1) @ torch.nn.functional.normalize(centres, dim=-1).T
+    )
+    plain = torch.nn.functional.cross_entropy(16 * cosines, labels)
+    assert torch.allclose(cosine_softmax_loss(outputs, centres, labels, 16.0), plain)
+    shifted = cosines - 0.35 * torch.nn.functional.one_hot(labels, 4)
+    with_margin = cosine_softmax_loss(outputs, centres, labels, 16.0, 0.35)
+    assert torch.allclose(with_margin, torch.nn.functional.cross_entropy(16 * shifted, labels))
+    assert with_margin > plain
+
+
+def test_training_runs_on_its_own_threads_and_gives_them_back(tiny) -> None:
+    import torch
+
+    people, _ = tiny
+    threads = torch.get_num_threads()
+    train_pixel_encoder(people[:2], views=0, steps=1, width=4, side=16, threads=1, progress=False)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        train_pixel_encoder(people[:2], views=0, steps=1, width=4, side=16, threads=0, progress=False)
+
+
+def test_an_identity_encoder_gets_48_references_per_forget_photo_and_few_copies_of_others(tiny) -> None:
+    """Each forget photo is kept with 48 transformed copies (``AUGMENTATIONS['standardize']``); other people's
+    photos only fix each feature's mean and scale, so they get ``STANDARDIZE_COPIES``."""
+    from classifiers.image import AUGMENTATIONS, STANDARDIZE_COPIES, ImageIdentityClassifier
+
+    people, encoder = tiny
+    encoded: list[int] = []
+
+    class Counting:
+        identity_embedding = True
+
+        def encode(self, images):
+            encoded.append(len(images))
+            return encoder.encode(images)
+
+    model = ImageIdentityClassifier(Counting(), fpr=None, floor_quantile=None).fit(
+        people, ["a", "b"] + [None] * 10
+    )
+    assert AUGMENTATIONS["standardize"] == 48 and len(model.references_) == 2 * 49
+    assert encoded[:2] == [2 * 49, 10 * (1 + STANDARDIZE_COPIES)]
+
+
+def test_each_identity_gets_its_own_floor_above_the_shared_one(tiny, tmp_path) -> None:
+    """The shared floor follows the hardest forget person down; an identity whose own fresh views sit tighter gets
+    its mean less FLOOR_SPREAD sd instead, when higher. A file with one shared floor (older) still loads; floors
+    that do not match the identities are refused."""
+    import json
+
+    from classifiers import image
+    from classifiers.image import FLOOR_QUANTILE, FLOOR_SPREAD, ImageIdentityClassifier
+
+    people, encoder = tiny
+    labels = ["a", "b", "c"] + [None] * 9
+    model = ImageIdentityClassifier(encoder, fpr=None, n_augment=4).fit(people, labels)
+    rng = np.random.default_rng(7)
+    views = [image.transform(img, rng) for img in people[:3] for _ in range(image.FLOOR_VIEWS)]
+    owner = np.repeat(np.arange(3), image.FLOOR_VIEWS)
+    own = model.similarities(views)[np.arange(len(views)), owner]
+    shared = np.quantile(own, FLOOR_QUANTILE)
+    spread = np.array([own[owner == j].mean() - FLOOR_SPREAD * own[owner == j].std() for j in range(3)])
+    recomputed = model._floor(people[:3], ["a", "b", "c"], FLOOR_QUANTILE, np.random.default_rng(7))
+    np.testing.assert_allclose(recomputed, np.maximum(shared, spread), atol=1e-6)
+    assert len(set(recomputed.round(6))) > 1  # not one shared value: the identities differ
+
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "classifier.json").read_text())["config"]
+    assert "floor" not in config  # the floors are an array beside the references, checksummed like them
+    arrays = load_arrays(tmp_path / "references.safetensors")
+
+    def reseal(floor_array, shared_floor):
+        """The folder as another version would have written it, checksums and all."""
+        saved = {k: v for k, v in arrays.items() if k != "floor"}
+        if floor_array is not None:
+            saved["floor"] = floor_array
+        save_arrays(tmp_path / "references.safetensors", saved)
+        write_meta(tmp_path, model, {**config, "floor": shared_floor})
+        return ImageIdentityClassifier.from_pretrained(tmp_path)
+
+    older = reseal(None, 0.5)  # one shared floor in the config, before floors per identity
+    np.testing.assert_array_equal(older.floor_, np.full(3, 0.5, dtype=np.float32))
+    with pytest.raises(ClassifierFileError, match="5 floors for 3 identities"):
+        reseal(np.zeros(5, dtype=np.float32), None)
