@@ -77,13 +77,14 @@ class DemoSettings:
     """On the image features of "this person" questions: ``substitute`` moves them toward a surrogate face (a
     portrait drawn for no profile, which the model never saw), the picture analogue of a surrogate name; noise
     made every face read alike ("Cork, Ireland" for anyone) and answers worse than never-trained."""
-    surrogate_faces: int = 8
-    guard_seeds: int = 4
-    """Guards scored on the forget set, each with its own surrogate names (``GuardConfig.seed``) and its own bank
-    of surrogate faces; the forget goals read their mean. Which unknown person a guard's surrogate is moves a forget
-    cell as much as which never-trained twin is asked: each is one draw of "someone the model never saw"."""
-    every_twin: bool = True
-    """Each forget person's questions asked about every never-trained person (8 rounds of twins), not two."""
+    guard_seeds: int = 6
+    """Guards scored on the forget set, paired with rounds of never-trained twins (common random numbers): guard
+    k reads the k-th never-trained person's photo as its surrogate face and its own surrogate names
+    (``GuardConfig.seed`` + k); round k asks the forget people's questions about that same identity (that photo,
+    those names). Which unknown person is drawn then moves both sides alike, and the gap measures the guard alone:
+    with independent draws (4 guards with faces drawn for nobody, 8 rounds of the never-trained people's own
+    names) one unknown person moved a cloze cell by 0.08-0.10 and its 95% interval was +-0.11. At most the number
+    of never-trained people (8)."""
     dims: int | None = None
     """Dimensions the noise touches; None: all of them (isotropic noise on the image features, and on the names'
     tokens when ``corruption`` is a noise; ECO's single dimension needs a strength so large on this small model
@@ -161,24 +162,31 @@ def write_split(source_root: Path, target_root: Path, name: str, ids: Sequence[s
     pq.write_table(table, folder / "train-00000-of-00001.parquet")
 
 
-def prepare_data(data: Any, out: Path, heldout: Sequence[str], every: bool = True) -> tuple[Path, Path]:
-    """The benchmark (retain split without the held-out profiles) and its never-trained twin (the forget people's
-    questions about the held-out people: ``benchmarks.mllmu.twins``; ``every``: each of them); both under
-    ``out``."""
+def prepare_data(data: Any, out: Path, heldout: Sequence[str], rounds: int,
+                 surrogate_name: Callable[[str, int], str]) -> tuple[Path, Path]:  # fmt: skip
+    """The benchmark (retain split without the held-out profiles) and its never-trained twin: the forget people's
+    questions in ``rounds`` rounds (``benchmarks.mllmu.twins.round_pairs``), round k about the k-th held-out
+    person's photo under the name guard k reads (``surrogate_name(name, k)``); both under ``out``."""
     from benchmarks.mllmu.loader import retain_split, split_people
-    from benchmarks.mllmu.twins import twin_pairs, write_twins
+    from benchmarks.mllmu.twins import round_pairs, twin_pairs, write_twins
 
     root, reference = out / "data", out / "reference"
-    key = fingerprint(asdict(data), sorted(heldout), "twins", "every" if every else "once", "test once")
-    if cached(root, key) and cached(reference, key):
-        return root, reference
-    data.write(root)
-    forget_ids = list(split_people(root, data.forget))
+    data_key = fingerprint(asdict(data))
+    if not cached(root, data_key, "data"):
+        data.write(root)
+        mark(root, data_key, "data")
     manifest = json.loads((root / "synthetic_manifest.json").read_text())
+    forget_ids = list(split_people(root, data.forget))
     if set(heldout) & set(forget_ids):
         raise ValueError(
             f"held-out profiles {sorted(set(heldout) & set(forget_ids))} are in the forget split"
         )
+    pairs = round_pairs(forget_ids, heldout, rounds)
+    twin_names = {(f, n): surrogate_name(manifest["names"][f], k // len(forget_ids))
+                  for k, (f, n) in enumerate(pairs)}  # fmt: skip
+    key = fingerprint(data_key, sorted(heldout), sorted(twin_names.items()), "test once")
+    if cached(root, key) and cached(reference, key):
+        return root, reference
     retain_ids = [i for i in sorted(manifest["names"]) if i not in forget_ids and i not in set(heldout)]
     write_split(root, root, retain_split(data.forget), retain_ids)
     if reference.exists():
@@ -186,11 +194,11 @@ def prepare_data(data: Any, out: Path, heldout: Sequence[str], every: bool = Tru
     reference.mkdir(parents=True)
     for name in ("Full_Set", "Retain_Set", "ft_Data"):
         (reference / name).symlink_to(Path("..") / "data" / name)
-    pairs = twin_pairs(forget_ids, heldout, every=every)
-    write_twins(root, reference, {data.forget: "Full_Set"}, pairs, manifest["names"])
+    write_twins(root, reference, {data.forget: "Full_Set"}, pairs, manifest["names"], twin_names)
     # the Test_Set row only fills the table: each never-trained person once is enough (a quarter of the time)
     write_twins(root, reference, {"Test_Set": "Test_Set"}, twin_pairs(forget_ids, heldout), manifest["names"])
-    (reference / TWINS_FILE).write_text(json.dumps({"pairs": pairs}, indent=1) + "\n")
+    named = [[f, n, twin_names[f, n]] for f, n in pairs]
+    (reference / TWINS_FILE).write_text(json.dumps({"pairs": pairs, "named": named}, indent=1) + "\n")
     write_split(root, reference, retain_split(data.forget), retain_ids)
     mark(root, key)
     mark(reference, key)
@@ -273,45 +281,63 @@ def _sd(values: Sequence[float]) -> float | None:
 def forget_gaps(
     guarded: Sequence[Path], reference: Path, pairs: Sequence[Sequence[str]]
 ) -> dict[str, dict[str, dict]]:
-    """Per forget modality and goal metric, guarded vs never-trained on the very same questions.
+    """Per forget modality and goal metric, guarded vs never-trained on the very same questions and identities.
 
-    ``guarded``: the samples of one or more guards (seeds: their own surrogate names and faces); ``reference``:
-    the never-trained twins' samples, ``pairs`` their ``(forget ID, never-trained ID)`` in rounds of one twin per
-    forget person. Each question's guarded score is its mean over the guards, its reference score its mean over
-    the twins; the gap is the mean of their difference, its 95% half-width the normal one over questions (paired).
-    ``seed_sd`` and ``round_sd``: how much one guard and one round of twins move the cell, the noise each single
-    draw of "someone the model never saw" carries."""
+    ``pairs``: the never-trained twins' ``(forget ID, never-trained ID)`` in rounds of one twin per forget person
+    (``reference``: their samples); ``guarded[k]``: the samples of the guard that read round k's identities as its
+    surrogates. Each question's difference is its mean over the rounds of guard k's score minus twin k's; the gap
+    is their mean, its 95% half-width the normal one over questions. ``seed_sd`` and ``round_sd``: how much one
+    guard and one round of twins move the cell (the draw of an unknown person, which the pairing cancels);
+    ``agreement``: the share of (question, round) pairs where guard and twin scored alike."""
     from benchmarks.mllmu.twins import twin_id
 
-    owner = {twin_id(f, n): f for f, n in pairs}
     people = len({f for f, _ in pairs})
-    rounds = [
-        {twin_id(f, n) for f, n in pairs[k : k + people]} for k in range(0, len(pairs) - people + 1, people)
-    ]
+    rounds = [pairs[k : k + people] for k in range(0, len(pairs), people)]
+    if len(guarded) != len(rounds):
+        raise ValueError(f"{len(guarded)} guards for {len(rounds)} rounds of twins: one guard per round")
     runs = [forget_item_scores(path) for path in guarded]
     twins = forget_item_scores(reference)
     out: dict[str, dict[str, dict]] = {}
     for (modality, metric), scores in sorted(twins.items()):
-        if not runs or any((modality, metric) not in run for run in runs):
+        if any((modality, metric) not in run for run in runs):
             continue
-        never: dict[tuple[str, str, int], list[float]] = {}
-        for (who, task, index), value in scores.items():
-            if who in owner:
-                never.setdefault((owner[who], task, index), []).append(value)
-        questions = sorted(set(never) & set(runs[0][modality, metric]))
+        paired: dict[tuple[str, str, int], list[float]] = {}
+        by_round: list[list[float]] = [[] for _ in rounds]
+        for k, (run, members) in enumerate(zip(runs, rounds, strict=True)):
+            for forget_id, never_id in members:
+                for (who, task, index), value in run[modality, metric].items():
+                    twin = scores.get((twin_id(forget_id, never_id), task, index))
+                    if who == forget_id and twin is not None:
+                        paired.setdefault((who, task, index), []).append(value - twin)
+                        by_round[k].append(twin)
+        questions = [q for q in sorted(paired) if len(paired[q]) == len(rounds)]
         if not questions:
             continue
-        diffs = [_mean([run[modality, metric][q] for run in runs]) - _mean(never[q]) for q in questions]
-        by_round = [[v for (who, _, _), v in scores.items() if who in r] for r in rounds]
+        diffs = [_mean(paired[q]) for q in questions]
+        every = [d for q in questions for d in paired[q]]
         out.setdefault(modality, {})[metric] = {
             "gap": _mean(diffs),
             "interval": 1.96 * (_sd(diffs) or 0.0) / len(diffs) ** 0.5,
             "seed_sd": _sd([_mean(list(run[modality, metric].values())) for run in runs]),
             "round_sd": _sd([_mean(values) for values in by_round if values]),
+            "agreement": sum(abs(d) < 1e-9 for d in every) / len(every),
             "seeds": len(runs),
-            "rounds": sum(1 for values in by_round if values),
+            "rounds": len(rounds),
             "questions": len(questions),
         }
+    return out
+
+
+def round_scores(samples: Path, members: Sequence[Sequence[str]]) -> dict[str, dict[str, float]]:
+    """``{modality: {goal metric: score}}`` of one round of twins (``members``: its pairs), on [0, 1]."""
+    from benchmarks.mllmu.twins import twin_id
+
+    ids = {twin_id(f, n) for f, n in members}
+    out: dict[str, dict[str, float]] = {}
+    for (modality, metric), scores in forget_item_scores(samples).items():
+        values = [v for (who, _, _), v in scores.items() if who in ids]
+        if values:
+            out.setdefault(modality, {})[metric] = _mean(values)
     return out
 
 
@@ -338,6 +364,8 @@ def _precision(cell: Mapping[str, Any] | None) -> str:
         text += f"; one guard seed of {cell['seeds']} moves it by {cell['seed_sd']:.3f} (sd)"
     if cell.get("round_sd") is not None:
         text += f", one round of twins of {cell['rounds']} by {cell['round_sd']:.3f}"
+    if cell.get("agreement") is not None:
+        text += f"; guard and twin scored alike on {cell['agreement']:.0%} of pairs"
     return text
 
 
@@ -657,11 +685,12 @@ person" questions with a photo move with ``image_strength`` alone (scope spans+i
 
 
 def optimize(
-    guard: Any, root: Path, reference: Path, never: Mapping[str, Any], forget: str, out: Path,
-    settings: DemoSettings, key: str,
+    guard: Any, root: Path, reference: Path, twin_scores: Mapping[str, Mapping[str, float]], forget: str,
+    out: Path, settings: DemoSettings, key: str,
 ):  # fmt: skip
     """nevergrad search of the corruption strengths, one per modality: the guarded forget scores of that
-    modality's questions -> the never-trained profiles' scores on the same modality (``settings.metric``)."""
+    modality's questions -> the scores of the twins whose identities the guard reads (``twin_scores``, round 0;
+    ``settings.metric``)."""
     from eco_guard.config import GuardConfig
     from eco_guard.corruption import USES_TARGET
     from eco_guard.optimize import ScoredItem, SearchSpace, optimize_guard
@@ -684,8 +713,7 @@ def optimize(
         if parameter == "image_strength" and "image" not in guard.config.scope:
             continue
         if goals:
-            never_scores = {m: metric_of(never, "forget", modality, m) for m in GOAL_METRICS}
-            never_scores = {m: v for m, v in never_scores.items() if v is not None}
+            never_scores = {m: v for m, v in twin_scores.get(modality, {}).items() if m in GOAL_METRICS}
             questions = [it for it in forget_items if it.modality == modality]
             if not questions or not never_scores:
                 continue
@@ -713,32 +741,32 @@ def optimize(
 
 
 def evaluate_seeds(guard: Any, data: Any, root: Path, out: Path, settings: DemoSettings, key: str,
-                   provenance: Mapping[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
-    """The forget set under ``settings.guard_seeds - 1`` more guards like ``guard`` (same classifier and strengths),
-    each with its own surrogate names (``GuardConfig.seed``) and, for ``substitute`` on images, its own faces;
-    results in ``out/guarded_seed{k}``."""
+                   provenance: Mapping[str, Any], faces: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+    """The forget set under ``settings.guard_seeds - 1`` more guards like ``guard`` (same classifier and strengths):
+    guard k with surrogate names of ``GuardConfig.seed`` + k and, for ``substitute`` on images, ``faces[k]`` (the
+    k-th never-trained person: ID, photo), as round k of the twins; results in ``out/guarded_seed{k}``."""
     from eco_guard.guard import EcoGuard
 
     runs = []
     for k in range(1, settings.guard_seeds):
-        faces = (
-            surrogate_faces(data, settings.surrogate_faces, k) if guard.image_surrogates is not None else None
-        )
+        never_id, photo = faces[k]
+        bank = [photo] if guard.image_surrogates is not None else None
         other = EcoGuard(guard.model, guard.processor, classifier=guard.classifier,
-                         config=guard.config.replace(seed=settings.seed + k), image_surrogates=faces)  # fmt: skip
+                         config=guard.config.replace(seed=settings.seed + k), image_surrogates=bank)  # fmt: skip
         runs.append(evaluate_cached(
-            other, root, out / f"guarded_seed{k}", settings, data.forget, ("forget",),
-            fingerprint(key, k, settings.surrogate_faces),
-            {**provenance, "guard_config": other.config.to_dict(), "surrogate_face_draw": k},
+            other, root, out / f"guarded_seed{k}", settings, data.forget, ("forget",), fingerprint(key, k, never_id),
+            {**provenance, "guard_config": other.config.to_dict(), "surrogate_face_of": never_id},
         ))  # fmt: skip
     return runs
 
 
 def run_demo(settings: DemoSettings) -> DemoReport:
     """Every step of the demo; a step whose package is not installed yet is reported in ``missing``."""
+    from benchmarks.mllmu.loader import load_config
     from eco_guard.config import GuardConfig
     from eco_guard.corruption import USES_TARGET
     from eco_guard.guard import EcoGuard
+    from eco_guard.surrogates import Surrogates
 
     if settings.guard_seeds < 1:
         raise ValueError(f"guard_seeds must be at least 1 (the searched guard), got {settings.guard_seeds}")
@@ -747,9 +775,25 @@ def run_demo(settings: DemoSettings) -> DemoReport:
     missing: list[str] = []
     model, processor, recipe, record, model_key = timed(settings, "model", lambda: load_vanilla(settings))
     data = recipe.data
-    root, reference = timed(
-        settings, "data", lambda: prepare_data(data, out, record["heldout_ids"], settings.every_twin)
-    )
+    heldout = sorted(record["heldout_ids"])
+    if settings.guard_seeds > len(heldout):
+        raise ValueError(
+            f"guard_seeds={settings.guard_seeds}: each guard reads one never-trained person, and this demo model "
+            f"has {len(heldout)}"
+        )
+    tokenizer = getattr(processor, "tokenizer", processor)
+    namers: dict[int, Surrogates] = {}
+
+    def surrogate_name(
+        name: str, k: int
+    ) -> str:  # what guard k (GuardConfig.seed = seed + k) reads for ``name``
+        namers.setdefault(k, Surrogates(tokenizer, seed=settings.seed + k))
+        return namers[k].name(name)
+
+    root, reference = timed(settings, "data", lambda: prepare_data(
+        data, out, heldout, settings.guard_seeds, surrogate_name))  # fmt: skip
+    photos = {r["ID"]: r["image"] for r in load_config(root, "Full_Set") if r["ID"] in heldout}
+    faces = [(h, photos[h].convert("RGB")) for h in heldout[: settings.guard_seeds]]
     eval_settings = {
         k: getattr(settings, k)
         for k in ("limit", "max_new_tokens", "batch_size", "seed", "logprob", "no_leak")
@@ -768,6 +812,8 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         "questions about profiles the model never saw (benchmarks.mllmu.twins)"},
     ))  # fmt: skip
     pairs = json.loads((reference / TWINS_FILE).read_text())["pairs"]
+    people = len({f for f, _ in pairs})
+    twin_scores = round_scores(out / "results" / "never_trained" / "samples.jsonl", pairs[:people])
     guarded, seeds, sweep_rows, guard = None, [], [], None
     try:
         classifier = timed(settings, "classifier", lambda: fit_classifier(
@@ -781,29 +827,27 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         config = GuardConfig(corruption=settings.corruption, image_corruption=settings.image_corruption, dims=dims,
                              scope=settings.scope, strength=1.0 if blend else settings.initial_strength,
                              seed=settings.seed)  # fmt: skip
-        faces = (
-            surrogate_faces(data, settings.surrogate_faces)
-            if USES_TARGET[settings.image_corruption]
-            else None
-        )
-        guard = EcoGuard(model, processor, classifier=classifier, config=config, image_surrogates=faces)
+        bank = [faces[0][1]] if USES_TARGET[settings.image_corruption] else None
+        guard = EcoGuard(model, processor, classifier=classifier, config=config, image_surrogates=bank)
         try:
             search_key = fingerprint(base_key, settings.fpr, settings.budget, settings.metric, asdict(config),
-                                     settings.strength_range, settings.blend_range, settings.surrogate_faces,
+                                     settings.strength_range, settings.blend_range, faces[0][0], twin_scores,
                                      SEARCHES)  # fmt: skip
             timed(settings, "optimize", lambda: optimize(
-                guard, root, reference, never, data.forget, out / "guard", settings, search_key))  # fmt: skip
+                guard, root, reference, twin_scores, data.forget, out / "guard", settings, search_key))  # fmt: skip
         except ImportError as err:
             missing.append(f"optimize ({err})")
             guard = None
     if guard is not None:
-        guard_key = fingerprint(base_key, guard.config.to_dict(), folder_digest(out / "guard" / "classifier"))
+        guard_key = fingerprint(base_key, guard.config.to_dict(), folder_digest(out / "guard" / "classifier"),
+                                faces[0][0])  # fmt: skip
         guarded = timed(settings, "evaluate guarded", lambda: evaluate_cached(
             guard, root, out / "results" / "guarded", settings, data.forget, ("forget", "test", "retain", "celebrity"),
-            guard_key, {**provenance, "guard": str(out / "guard"), "guard_config": guard.config.to_dict()},
+            guard_key, {**provenance, "guard": str(out / "guard"), "guard_config": guard.config.to_dict(),
+                        "surrogate_face_of": faces[0][0]},
         ))  # fmt: skip
         seeds = timed(settings, "evaluate guard seeds", lambda: evaluate_seeds(
-            guard, data, root, out / "results", settings, guard_key, provenance))  # fmt: skip
+            guard, data, root, out / "results", settings, guard_key, provenance, faces))  # fmt: skip
         forget_gen, retain_gen = (
             benchmark_items(
                 root, data.forget, s, "generation", settings.seed, settings.limit, settings.no_leak

@@ -6,9 +6,11 @@ embeddings toward those of a surrogate name, so the model reads about someone it
 words in its answer are then written back as the original ones (:func:`restore`).
 
 Each word of the name is replaced by a surrogate word of the same token count, so positions, lengths and the rest of
-the prompt are untouched; punctuation and digits stay. The choice depends on the word's token ids and the seed: the
-same name gets the same surrogate in every request, turn and backend, unless that surrogate is a word the request
-already has (then the next one is taken, so that writing names back never rewrites a word the user wrote).
+the prompt are untouched; punctuation and digits stay. The choice depends on the word's text and the seed: the same
+name gets the same surrogate in every request, turn and backend, after a space or at the start of a line alike
+(a word of the same token count in both layouts is taken when there is one; "Gideon" at a line start had read as
+"Mortimer", after a space as "Cressida"), unless that surrogate is a word the request already has (then the next
+one is taken, so that writing names back never rewrites a word the user wrote).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ SPACE_MARKERS = ("Ġ", "▁", " ")
 """How byte-level BPE (GPT-2, Llama 3, SmolLM) and SentencePiece vocabularies mark a token that starts a word."""
 
 _KINDS = ("spaced", "capital", "inner")
+_LAYOUTS = ("spaced", "capital")
+"""The two layouts of a capitalized word: after a space (one spaced token, then inner ones) and without one."""
 
 
 class Surrogates:
@@ -73,24 +77,32 @@ class Surrogates:
         pieces: dict[str, set[int]] = {kind: set() for kind in _KINDS}
         words: dict[tuple[str, int], set[tuple[int, ...]]] = {}
         preferred_ids: set[tuple[int, ...]] = set()
+        self.forms: dict[str, dict[str, tuple[int, ...]]] = {}
+        """word -> {layout: its ids}, for the words that have both layouts."""
         for word in dict.fromkeys(vocabulary):
+            forms = {}
             for text in (" " + word, word):
                 ids = tuple(int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"])
                 kinds = [self.kind(i) for i in ids]
                 if not ids or None in kinds or any(k != "inner" for k in kinds[1:]):
                     continue
                 words.setdefault((kinds[0], len(ids)), set()).add(ids)
+                forms[kinds[0]] = ids
                 if word in preferred:
                     preferred_ids.add(ids)
                 for i, kind in zip(ids, kinds, strict=True):
                     pieces[kind].add(i)
+            if all(layout in forms for layout in _LAYOUTS):
+                self.forms[word] = forms
         self.pieces = {kind: sorted(ids) for kind, ids in pieces.items()}
         self.words = {key: sorted(ids) for key, ids in words.items()}
         self.preferred = preferred_ids
+        self._preferred_words = set(preferred)
         empty = [kind for kind, ids in self.pieces.items() if not ids]
         if empty:
             raise ValueError(f"the tokenizer yields no surrogate pieces of kind {empty}")
         self._cache: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+        self._texts: dict[tuple[int, ...], str] = {}
 
     def kind(self, token_id: int) -> str | None:
         """``spaced`` (starts a word), ``capital`` (a capitalized piece without a space marker), ``inner``, or None
@@ -109,28 +121,53 @@ class Surrogates:
                 self._kinds[token_id] = "capital" if letters[0].isupper() else "inner"
         return self._kinds[token_id]
 
-    def word(self, ids: Sequence[int], avoid: Set[tuple[int, ...]] = frozenset()) -> tuple[int, ...]:
+    def text(self, ids: Sequence[int]) -> str:
+        """A word's text, without its space marker (cached per ids)."""
+        ids = tuple(int(i) for i in ids)
+        if ids not in self._texts:
+            self._texts[ids] = self.tokenizer.decode(list(ids)).strip()
+        return self._texts[ids]
+
+    def word(self, ids: Sequence[int], avoid: Set[str] = frozenset()) -> tuple[int, ...]:
         """The surrogate of one word's token ids: same length, never the word itself nor a word in ``avoid`` (the
         request's other words, so that writing the surrogate back cannot touch a word the request really has)."""
         order = self._order(tuple(int(i) for i in ids))
-        return next((w for w in order if w not in avoid), order[-1])
+        return next((w for w in order if self.text(w) not in avoid), order[-1])
+
+    def _layout(self, text: str) -> tuple[int, int]:
+        return tuple(
+            len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (" " + text, text)
+        )
 
     def _order(self, ids: tuple[int, ...]) -> list[tuple[int, ...]]:
-        """The word's surrogate candidates in preference order (cached per word, not per request)."""
+        """The word's surrogate candidates in preference order (cached per word, not per request): given names,
+        then surnames; within each, words of its token counts in both layouts first (one surrogate wherever the
+        word stands), then of its count in this layout alone; last, piece by piece."""
         if ids not in self._cache:
-            draw = zlib.crc32(f"{self.seed}:{ids}".encode())
-            candidates = self.words.get((self.kind(ids[0]), len(ids)), [])
-            order = []
-            for group in (
+            kind, text = self.kind(ids[0]), self.text(ids)
+            draw = zlib.crc32(f"{self.seed}:{text if kind in _LAYOUTS else ids}".encode())
+            both: list[str] = []
+            if kind in _LAYOUTS:
+                layout = self._layout(text)
+                both = [
+                    w for w in sorted(self.forms) if tuple(len(self.forms[w][k]) for k in _LAYOUTS) == layout
+                ]
+            candidates = self.words.get((kind, len(ids)), [])
+            groups = [
+                [self.forms[w][kind] for w in both if w in self._preferred_words],
                 [w for w in candidates if w in self.preferred],
+                [self.forms[w][kind] for w in both if w not in self._preferred_words],
                 [w for w in candidates if w not in self.preferred],
-            ):
+            ]
+            order: list[tuple[int, ...]] = []
+            for group in groups:
                 order += [group[(draw + k) % len(group)] for k in range(len(group))]
             pieces = []
             for k, i in enumerate(ids):  # last resort: piece by piece
                 pool = [p for p in self.pieces[self.kind(i) or "inner"] if p != i] or [i]
                 pieces.append(pool[zlib.crc32(f"{draw}:{k}".encode()) % len(pool)])
-            self._cache[ids] = [w for w in order if w != ids] + [tuple(pieces)]
+            order = [w for w in dict.fromkeys(order) if self.text(w) != text]
+            self._cache[ids] = order + [tuple(pieces)]
         return self._cache[ids]
 
     def _words(self, ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
@@ -149,17 +186,22 @@ class Surrogates:
         return words
 
     def _surrogates(self, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[list[int], tuple[int, ...]]]:
-        """(positions, surrogate ids) of each masked word; no surrogate is a word the request already has."""
+        """(positions, surrogate ids) of each masked word; no surrogate is a word the request already has, and one
+        word gets one surrogate in both layouts where its candidates allow."""
         every = torch.ones_like(mask, dtype=torch.bool)
-        avoid = {tuple(int(ids[k]) for k in w) for w in self._words(ids, every)}
-        chosen: dict[tuple[int, ...], tuple[int, ...]] = {}
+        avoid = {self.text([int(ids[k]) for k in w]) for w in self._words(ids, every)}
+        chosen: dict[str, str] = {}  # original text -> surrogate text
         out = []
         for positions in self._words(ids, mask):
             original = tuple(int(ids[k]) for k in positions)
-            if original not in chosen:
-                chosen[original] = self.word(original, avoid)
-                avoid.add(chosen[original])  # two words of a request never share a surrogate
-            out.append((positions, chosen[original]))
+            text = self.text(original)
+            order = self._order(original)
+            pick = next((w for w in order if self.text(w) == chosen.get(text)), None)
+            if pick is None:
+                pick = self.word(original, avoid)
+                chosen.setdefault(text, self.text(pick))
+                avoid.add(self.text(pick))  # two words of a request never share a surrogate
+            out.append((positions, pick))
         return out
 
     def ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -168,6 +210,12 @@ class Surrogates:
         for positions, surrogate in self._surrogates(ids, mask):
             out[positions] = torch.tensor(surrogate, dtype=ids.dtype)
         return out
+
+    def name(self, text: str) -> str:
+        """The surrogate of a whole name as a request reads it after a space ("Gideon Rasmussen" -> "Briony
+        Thaddeus"): what a model asked about that surrogate person directly would read."""
+        ids = torch.tensor(self.tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+        return self.tokenizer.decode(self.ids(ids, torch.ones_like(ids, dtype=torch.bool)).tolist()).strip()
 
     def renames(self, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[str, str]]:
         """(surrogate word, original word) for each masked word, longest surrogate first."""

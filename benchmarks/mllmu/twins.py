@@ -9,6 +9,9 @@ A twin keeps every question, option and right answer of a forget person's row an
 never-trained person's: the name in every string (full name, first or last name alone, possessives), the photo and
 the Test_Set views. It is still the model's score on someone it never saw, but now paired with the forget set
 question by question, so the comparison no longer depends on which questions were drawn.
+
+A twin may also carry a name of its own (``write_twins(twin_names=)``): the demo names each twin after the
+surrogate its guard reads, so guard and twin ask about one and the same unknown person (``round_pairs``).
 """
 
 from __future__ import annotations
@@ -21,31 +24,32 @@ from typing import Any
 IMAGE_FIELDS = ("image", "images")
 
 
-def twin_pairs(
-    forget_ids: Sequence[str], never_ids: Sequence[str], every: bool = False
-) -> list[tuple[str, str]]:
-    """(forget ID, never-trained ID) pairs in rounds of one twin per forget person, no never-trained identity twice
-    in a round. ``every``: each forget person with every never-trained identity (8 never-trained people and 4
-    forget people: 8 rounds, 32 twins); otherwise each never-trained identity once (2 rounds)."""
+def twin_pairs(forget_ids: Sequence[str], never_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(forget ID, never-trained ID) pairs, each never-trained identity once, the forget people in turn."""
     forget_ids, never_ids = sorted(forget_ids), sorted(never_ids)
+    _check(forget_ids, never_ids)
+    return [(forget_ids[k % len(forget_ids)], never) for k, never in enumerate(never_ids)]
+
+
+def round_pairs(forget_ids: Sequence[str], never_ids: Sequence[str], rounds: int) -> list[tuple[str, str]]:
+    """(forget ID, never-trained ID) pairs in ``rounds`` rounds: round k asks every forget person's questions
+    about the k-th never-trained identity (sorted), the one guard k reads in the demo."""
+    forget_ids, never_ids = sorted(forget_ids), sorted(never_ids)
+    _check(forget_ids, never_ids)
+    if not 1 <= rounds <= len(never_ids):
+        raise ValueError(
+            f"{len(never_ids)} never-trained profiles give 1 to {len(never_ids)} rounds, not {rounds}"
+        )
+    return [(forget, never_ids[k]) for k in range(rounds) for forget in forget_ids]
+
+
+def _check(forget_ids: Sequence[str], never_ids: Sequence[str]) -> None:
     if not forget_ids or not never_ids:
         raise ValueError("twin profiles need at least one forget and one never-trained profile")
     if set(forget_ids) & set(never_ids):
         raise ValueError(
             f"profiles {sorted(set(forget_ids) & set(never_ids))} are both forget and never-trained"
         )
-    if not every:
-        return [(forget_ids[k % len(forget_ids)], never) for k, never in enumerate(never_ids)]
-    if len(never_ids) < len(forget_ids):
-        raise ValueError(
-            f"{len(never_ids)} never-trained profiles cannot give {len(forget_ids)} forget people a twin each "
-            "in one round"
-        )
-    return [
-        (forget, never_ids[(i + r) % len(never_ids)])
-        for r in range(len(never_ids))
-        for i, forget in enumerate(forget_ids)
-    ]
 
 
 def twin_id(forget_id: str, never_id: str) -> str:
@@ -92,9 +96,10 @@ def twin_row(
 
 
 def write_twins(source: Path, target: Path, configs: Mapping[str, str], pairs: Sequence[tuple[str, str]],
-                names: Mapping[str, str]) -> None:  # fmt: skip
+                names: Mapping[str, str], twin_names: Mapping[tuple[str, str], str] | None = None) -> None:  # fmt: skip
     """For each ``target config <- source config`` in ``configs``, write the twin rows of ``pairs`` (raw parquet
-    rows: images stay encoded, the schema is kept)."""
+    rows: images stay encoded, the schema is kept). ``twin_names``: a pair's own name for its twin, instead of the
+    never-trained person's (the name a guard reads for that forget person)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -106,7 +111,8 @@ def write_twins(source: Path, target: Path, configs: Mapping[str, str], pairs: S
         missing = sorted({i for pair in pairs for i in pair} - set(by_id))
         if missing:
             raise ValueError(f"{source / source_config} has no rows for profiles {missing}")
-        rows = [twin_row(by_id[f], names[f], by_id[n], names[n]) for f, n in pairs]
+        chosen = twin_names or {}
+        rows = [twin_row(by_id[f], names[f], by_id[n], chosen.get((f, n), names[n])) for f, n in pairs]
         folder = target / target_config
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(

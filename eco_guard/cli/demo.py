@@ -81,8 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--guard-seeds",
         type=int,
         default=DemoSettings.guard_seeds,
-        help="guards scored on the forget set, each with its own surrogate names and faces; the forget goals "
-        "read their mean (1: the searched guard alone)",
+        help="guards scored on the forget set (at most the 8 never-trained people): guard k reads the k-th "
+        "never-trained person's photo and its own surrogate names, and round k of the never-trained twins asks "
+        "about that same identity; the forget goals read their mean (1: the searched guard alone)",
     )
     parser.add_argument(
         "--logprob",

@@ -14,7 +14,7 @@ from benchmarks.finetune import FinetuneConfig
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory):
     recipe = demo_model.DemoRecipe(
-        data=demo_model.DemoData(n_profiles=5, n_celebrities=2, n_heldout=1),
+        data=demo_model.DemoData(n_profiles=5, n_celebrities=2, n_heldout=2),
         language_model=None, vision_steps=30, views_per_person=4,
         profiles=FinetuneConfig(epochs=1, batch_size=16, lr=3e-3),
     )  # fmt: skip
@@ -26,7 +26,7 @@ def test_recipe_writes_a_small_artifact_that_rebuilds_the_model(tiny_artifact):
     recipe, record = demo_model.read_recipe(tiny_artifact)
     assert record["command"] == "test"
     assert not set(record["trained_ids"]) & set(record["heldout_ids"])
-    assert len(record["heldout_ids"]) == 1 and len(record["trained_ids"]) == 4
+    assert len(record["heldout_ids"]) == 2 and len(record["trained_ids"]) == 3
     assert record["vision_loss"][1] < record["vision_loss"][0]
     size = sum(p.stat().st_size for p in tiny_artifact.rglob("*") if p.is_file())
     assert size < 20e6
@@ -67,7 +67,9 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     from benchmarks.demo import DemoSettings, run_demo
 
     settings = DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
-                            blend_strengths=(0.0, 1.0))  # fmt: skip
+                            blend_strengths=(0.0, 1.0), guard_seeds=2)  # fmt: skip
+    with pytest.raises(ValueError, match="guard_seeds=3: each guard reads one never-trained person"):
+        run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, guard_seeds=3))
     report = run_demo(settings)
     assert report.missing == []
     for name in ("vanilla", "never_trained", "guarded"):
@@ -86,15 +88,12 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     config = GuardConfig.from_pretrained(tmp_path / "out" / "guard")
     assert config.strength == search["text_only"]["best"]["params"]["strength"]
     assert config.image_strength == search["image_text"]["best"]["params"]["image_strength"]
-    # names and photos move toward surrogates (the blend searched in [0.75, 1]); the faces travel with the guard
+    # names and photos move toward surrogates (the blend searched in [0.75, 1]); the face travels with the guard
     assert (config.corruption, config.image_corruption) == ("substitute", "substitute")
     assert 0.75 <= config.strength <= 1 and 0.75 <= config.image_strength <= 1
     from eco_guard.guard import IMAGE_SURROGATES, load_image_surrogates
 
-    assert (
-        load_image_surrogates(tmp_path / "out" / "guard" / IMAGE_SURROGATES).shape[0]
-        == settings.surrogate_faces
-    )
+    assert load_image_surrogates(tmp_path / "out" / "guard" / IMAGE_SURROGATES).shape[0] == 1
     # the few-shot examples of the forget set and of the never-trained reference: the same retain person
     vanilla = json.loads((tmp_path / "out" / "results" / "vanilla" / "results.json").read_text())
     shots = json.loads((tmp_path / "out" / "results" / "never_trained" / "results.json").read_text())[
@@ -106,15 +105,24 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     forget = demo_model.read_recipe(tiny_artifact)[0].data.forget
     retain_ids = {r["ID"] for r in load_config(tmp_path / "out" / "data", retain_split(forget))}
     assert all(i in retain_ids for ids in shots["forget"].values() for i in ids)
-    # the reference asks the forget people's own questions about the never-trained profiles (twins)
-    from benchmarks.mllmu.twins import twin_id, twin_pairs
+    # the reference asks the forget people's own questions about the never-trained profiles (twins), round k about
+    # what guard k reads: the k-th never-trained person's photo, the surrogate name of its seed
+    from benchmarks.mllmu.twins import round_pairs, twin_id, twin_pairs
+    from eco_guard.surrogates import Surrogates
 
-    pairs = json.loads((tmp_path / "out" / "reference" / "twins.json").read_text())["pairs"]
+    twins_file = json.loads((tmp_path / "out" / "reference" / "twins.json").read_text())
+    pairs = twins_file["pairs"]
     twins = load_config(tmp_path / "out" / "reference", forget)
     sources = {r["ID"]: r for r in load_config(tmp_path / "out" / "data", forget)}
-    heldout = demo_model.read_recipe(tiny_artifact)[1]["heldout_ids"]
+    full = {r["ID"]: r for r in load_config(tmp_path / "out" / "data", "Full_Set")}
+    heldout = sorted(demo_model.read_recipe(tiny_artifact)[1]["heldout_ids"])
     assert [twin_id(f, n) for f, n in pairs] == [r["ID"] for r in twins]
-    assert sorted(map(tuple, pairs)) == sorted((f, n) for f in sources for n in heldout)  # every twin
+    assert list(map(tuple, pairs)) == round_pairs(list(sources), heldout, settings.guard_seeds)
+    tokenizer = demo_model.load_demo_model(tiny_artifact)[1].tokenizer
+    for k, ((f, n, name), twin) in enumerate(zip(twins_file["named"], twins, strict=True)):
+        seed = settings.seed + k // len(sources)
+        assert name == Surrogates(tokenizer, seed=seed).name(sources[f]["biography"]["Name"])
+        assert twin["biography"]["Name"] == name and twin["image"].tobytes() == full[n]["image"].tobytes()
     # the Test_Set row (the table's, no goal reads it): each never-trained person once
     tests = load_config(tmp_path / "out" / "reference", "Test_Set")
     assert [r["ID"] for r in tests] == [twin_id(f, n) for f, n in twin_pairs(list(sources), heldout)]
@@ -139,22 +147,24 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     seeds = [json.loads((tmp_path / "out" / "results" / f"guarded_seed{k}" / "results.json").read_text())
              for k in range(1, settings.guard_seeds)]  # fmt: skip
     assert [r["provenance"]["guard_config"]["seed"] for r in seeds] == list(range(1, settings.guard_seeds))
+    assert [r["provenance"]["surrogate_face_of"] for r in seeds] == heldout[1 : settings.guard_seeds]
     assert all(set(r["metrics"]) == {"forget"} for r in seeds)
     summary = json.loads((tmp_path / "out" / "results" / "demo_summary.json").read_text())
     cell = summary["forget_gaps"]["text_only"]["rougeL"]
-    assert (cell["seeds"], cell["rounds"]) == (settings.guard_seeds, len(heldout))
+    assert (cell["seeds"], cell["rounds"]) == (settings.guard_seeds, settings.guard_seeds)
+    assert 0 <= cell["agreement"] <= 1
     runs = [guarded["forget"], *(r["metrics"]["forget"] for r in seeds)]
     assert report.results["guarded"]["metrics"]["forget"]["text_only"]["rougeL"] == pytest.approx(
         sum(r["text_only"]["rougeL"] for r in runs) / len(runs)
     )
     stamp = (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns
     again = run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
-                                  blend_strengths=(0.0, 1.0)))  # fmt: skip
+                                  blend_strengths=(0.0, 1.0), guard_seeds=2))  # fmt: skip
     assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
     assert again.table == report.table, (again.table, report.table)
     # one metric of the open questions instead: a new search (the evaluations before it are reused)
     run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
-                          blend_strengths=(0.0, 1.0), metric="rouge_l"))  # fmt: skip
+                          blend_strengths=(0.0, 1.0), metric="rouge_l", guard_seeds=2))  # fmt: skip
     search = json.loads((tmp_path / "out" / "guard" / "search.json").read_text())
     assert {s["metric"] for s in search.values()} == {"rouge_l"}
     assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
@@ -173,18 +183,18 @@ def _samples(path, rows):
     return path
 
 
-def test_forget_gaps_pair_each_question_with_its_twins_and_average_the_guards(tmp_path):
+def test_forget_gaps_pair_each_guard_with_the_twins_of_its_own_round(tmp_path):
     from benchmarks.demo import forget_gaps
     from benchmarks.mllmu.twins import twin_id
 
-    # forget a and b, two rounds of twins: a -> x then y, b -> z then w
-    pairs = [["a", "x"], ["b", "z"], ["a", "y"], ["b", "w"]]
-    t = {n: twin_id(f, n) for f, n in pairs}
+    # forget a and b; round 0 asks about x (guard 0 reads x), round 1 about y (guard 1 reads y)
+    pairs = [["a", "x"], ["b", "x"], ["a", "y"], ["b", "y"]]
+    t = {(f, n): twin_id(f, n) for f, n in pairs}
     reference = _samples(tmp_path / "r.jsonl", [
-        (t["x"], "classification", 0, 1), (t["y"], "classification", 0, 0),  # a's question: 0.5 over its twins
-        (t["z"], "classification", 0, 0), (t["w"], "classification", 0, 0),  # b's question: 0
-        (t["x"], "generation", 0, 0.5), (t["y"], "generation", 0, 0.7),
-        (t["z"], "generation", 0, 0.6), (t["w"], "generation", 0, 0.6),
+        (t["a", "x"], "classification", 0, 1), (t["b", "x"], "classification", 0, 0),  # round 0
+        (t["a", "y"], "classification", 0, 0), (t["b", "y"], "classification", 0, 0),  # round 1
+        (t["a", "x"], "generation", 0, 0.5), (t["b", "x"], "generation", 0, 0.6),
+        (t["a", "y"], "generation", 0, 0.7), (t["b", "y"], "generation", 0, 0.6),
         ("x", "classification", 0, 1),  # not a twin of this run: ignored
     ])  # fmt: skip
     seed0 = _samples(tmp_path / "g0.jsonl", [("a", "classification", 0, 1), ("b", "classification", 0, 0),
@@ -193,17 +203,23 @@ def test_forget_gaps_pair_each_question_with_its_twins_and_average_the_guards(tm
                                              ("a", "generation", 0, 0.6), ("b", "generation", 0, 0.6)])  # fmt: skip
     gaps = forget_gaps([seed0, seed1], reference, pairs)["text_only"]
     mc = gaps["classification_stated_acc"]
-    # per question: a 0.5 - 0.5, b 0.5 - 0: gap 0.25, paired interval 1.96 * sd(0, 0.5) / sqrt(2)
+    # per question over the rounds: a (1 - 1 + 0 - 0) / 2 = 0, b (0 - 0 + 1 - 0) / 2 = 0.5
     assert mc["gap"] == pytest.approx(0.25)
     assert mc["interval"] == pytest.approx(1.96 * (0.125**0.5) / 2**0.5)
     assert (mc["seeds"], mc["rounds"], mc["questions"]) == (2, 2, 2)
+    assert mc["agreement"] == pytest.approx(0.75)  # guard and twin differ on b in round 1 only
     assert mc["seed_sd"] == pytest.approx(0.0)  # both guards got one of two right
     assert mc["round_sd"] == pytest.approx(0.5**0.5 / 2)  # rounds score 0.5 and 0
     rouge = gaps["rougeL"]
-    assert rouge["gap"] == pytest.approx(0.0)  # a: 0.6 vs (0.5 + 0.7) / 2, b: 0.6 vs 0.6
+    assert rouge["gap"] == pytest.approx(0.0)  # a: (0.1 - 0.1) / 2, b: 0
     assert rouge["round_sd"] == pytest.approx(0.1 / 2**0.5)  # rounds: (0.5 + 0.6) / 2, (0.7 + 0.6) / 2
-    one = forget_gaps([seed0], reference, pairs)["text_only"]["classification_stated_acc"]
-    assert one["gap"] == pytest.approx(0.25) and one["seed_sd"] is None  # a alone: 1 - 0.5, b: 0 - 0
+    # the pairing is by round: the same guards in the other order agree with their twins less often
+    swapped = forget_gaps([seed1, seed0], reference, pairs)["text_only"]["classification_stated_acc"]
+    assert swapped["gap"] == pytest.approx(0.25) and swapped["agreement"] == pytest.approx(0.25)
+    one = forget_gaps([seed0], reference, pairs[:2])["text_only"]["classification_stated_acc"]
+    assert one["gap"] == pytest.approx(0.0) and one["seed_sd"] is None and one["agreement"] == 1.0
+    with pytest.raises(ValueError, match="1 guards for 2 rounds"):
+        forget_gaps([seed0], reference, pairs)
 
 
 def test_mean_forget_averages_forget_metrics_only():

@@ -68,6 +68,16 @@ def test_a_surrogate_is_never_a_word_the_request_has(tokenizer):
     assert restore(written, renames) == text
 
 
+def test_a_whole_name_reads_as_the_guard_reads_it_in_a_request(tokenizer):
+    """``name`` is what a flagged request's name becomes: the demo asks its never-trained twins about this person."""
+    surrogates = Surrogates(tokenizer, seed=3)
+    ids, mask = name_mask(tokenizer, "Where does Pieter Underwood live?", ["Pieter Underwood"])
+    written = tokenizer.decode(surrogates.ids(ids, mask), skip_special_tokens=True)
+    other = surrogates.name("Pieter Underwood")
+    assert written == f"Where does {other} live?" and len(other.split()) == 2
+    assert not {"Pieter", "Underwood"} & set(other.split())
+
+
 def test_surrogates_are_deterministic_per_seed(tokenizer):
     ids, mask = name_mask(tokenizer, TEXT, NAMES)
     a, b = Surrogates(tokenizer, seed=0), Surrogates(tokenizer, seed=0)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks.mllmu.loader import load_config, split_people
-from benchmarks.mllmu.twins import rename, twin_id, twin_pairs, write_twins
+from benchmarks.mllmu.twins import rename, round_pairs, twin_id, twin_pairs, write_twins
 
 
 def test_rename_swaps_every_mention_word_by_word_but_not_inside_words():
@@ -35,15 +35,32 @@ def test_twin_pairs_use_each_never_trained_identity_once():
         twin_pairs([], ["a"])
 
 
-def test_every_twin_pairs_each_forget_person_with_everyone_in_rounds():
-    pairs = twin_pairs(["b", "a"], ["z", "x", "y"], every=True)
-    assert sorted(pairs) == sorted((f, n) for f in "ab" for n in "xyz")
-    rounds = [pairs[k : k + 2] for k in range(0, len(pairs), 2)]
-    for r in rounds:  # one twin per forget person, never the same never-trained person twice in a round
-        assert [f for f, _ in r] == ["a", "b"] and len({n for _, n in r}) == 2
+def test_round_pairs_ask_everyone_about_one_never_trained_identity_per_round():
+    pairs = round_pairs(["b", "a"], ["z", "x", "y"], 2)
+    assert pairs == [("a", "x"), ("b", "x"), ("a", "y"), ("b", "y")]  # round k: the k-th identity, sorted
     assert len({twin_id(f, n) for f, n in pairs}) == len(pairs)
-    with pytest.raises(ValueError, match="cannot give 3 forget people"):
-        twin_pairs(["a", "b", "c"], ["x", "y"], every=True)
+    assert sorted(round_pairs(["a", "b"], ["x", "y", "z"], 3)) == sorted((f, n) for f in "ab" for n in "xyz")
+    with pytest.raises(ValueError, match="give 1 to 3 rounds, not 4"):
+        round_pairs(["a"], ["x", "y", "z"], 4)
+    with pytest.raises(ValueError, match="both forget and never-trained"):
+        round_pairs(["a"], ["a", "b"], 1)
+
+
+def test_a_twin_can_carry_its_own_name(synthetic_root, tmp_path):
+    """The demo's twins keep the never-trained person's photo and take the name a guard reads instead."""
+    names = json.loads((synthetic_root / "synthetic_manifest.json").read_text())["names"]
+    forget = sorted(split_people(synthetic_root, "forget_15"))[0]
+    never = next(i for i in sorted(names) if i != forget)
+    write_twins(synthetic_root, tmp_path, {"forget_15": "Full_Set"}, [(forget, never)], names,
+                {(forget, never): "Briony Thaddeus"})  # fmt: skip
+    (twin,) = load_config(tmp_path, "forget_15")
+    source = next(r for r in load_config(synthetic_root, "Full_Set") if r["ID"] == forget)
+    own = next(r for r in load_config(synthetic_root, "Full_Set") if r["ID"] == never)
+    assert twin["biography"]["Name"] == "Briony Thaddeus"
+    assert twin["Mask_Task"][0]["Question"] == source["Mask_Task"][0]["Question"].replace(
+        names[forget], "Briony Thaddeus"
+    )
+    assert twin["image"].tobytes() == own["image"].tobytes()
 
 
 def test_twins_ask_the_forget_questions_about_someone_else(synthetic_root, tmp_path):
