@@ -3,8 +3,9 @@
 Steps, each written under ``out/`` and reused on the next run when its inputs are unchanged:
 
 1. ``data/``: the synthetic MLLMU-Bench the demo model was trained on; ``reference/`` is the same benchmark with
-   twins in the forget split's place: the forget people's questions about the never-trained profiles (their scores
-   are the level a perfect guard should reach; ``benchmarks.mllmu.twins``).
+   twins in the forget split's place: the forget people's questions about people the model never saw (their scores
+   are the level a perfect guard should reach; ``benchmarks.mllmu.twins``), round k about the identity guard k
+   reads: the k-th never-trained person's photo, the surrogate name of guard k's seed.
 2. the vanilla demo MLLM (``benchmarks.demo_model``: the committed artifact, or trained when missing).
 3. ``classifier/``: the prompt classifier (text + image identity), fitted on the forget split.
 4. ``guard/``: the corruption strengths found by nevergrad so that the forget set scores like the never-trained
