@@ -1,4 +1,4 @@
-"""The demo MLLM recipe and the demo pipeline on a tiny configuration (tiny random LM, 5 profiles, few steps)."""
+"""The demo MLLM recipe and the demo pipeline on a tiny configuration (tiny random LM, 6 profiles, few steps)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from benchmarks.finetune import FinetuneConfig
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory):
     recipe = demo_model.DemoRecipe(
-        data=demo_model.DemoData(n_profiles=5, n_celebrities=2, n_heldout=2),
+        data=demo_model.DemoData(n_profiles=6, n_celebrities=2, n_heldout=2),
         language_model=None, vision_steps=30, views_per_person=4,
         profiles=FinetuneConfig(epochs=1, batch_size=16, lr=3e-3),
     )  # fmt: skip
@@ -26,7 +26,7 @@ def test_recipe_writes_a_small_artifact_that_rebuilds_the_model(tiny_artifact):
     recipe, record = demo_model.read_recipe(tiny_artifact)
     assert record["command"] == "test"
     assert not set(record["trained_ids"]) & set(record["heldout_ids"])
-    assert len(record["heldout_ids"]) == 2 and len(record["trained_ids"]) == 3
+    assert len(record["heldout_ids"]) == 2 and len(record["trained_ids"]) == 4
     assert record["vision_loss"][1] < record["vision_loss"][0]
     size = sum(p.stat().st_size for p in tiny_artifact.rglob("*") if p.is_file())
     assert size < 20e6
@@ -140,7 +140,10 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     rows = json.loads((tmp_path / "out" / "results" / "sweep.json").read_text())
     assert [r["strength"] for r in rows] == [0.0, 1.0] and rows[0]["forget"] != rows[1]["forget"]
     guarded = json.loads((tmp_path / "out" / "results" / "guarded" / "results.json").read_text())["metrics"]
-    assert guarded["retain"]["text_only"]["flag_rate"] == 0 and rows[0]["retain"] == rows[1]["retain"]
+    # (this tiny classifier flags every retain photo, so here the retain curve moves; text-only retain is not flagged)
+    assert guarded["retain"]["text_only"]["flag_rate"] == 0
+    unflagged = all(v["flag_rate"] == 0 for v in guarded["retain"].values())
+    assert (rows[0]["retain"] == rows[1]["retain"]) == unflagged
     never = json.loads((tmp_path / "out" / "results" / "never_trained" / "results.json").read_text())
     assert set(never["metrics"]) == {"forget", "test"}
     # more guards on the forget set, each its own surrogate names and faces; the forget goals read their mean
