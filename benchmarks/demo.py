@@ -76,7 +76,7 @@ class DemoSettings:
     0.74)."""
     image_corruption: str = "substitute"
     """On the image features of "this person" questions: ``substitute`` moves them toward a surrogate face (a
-    portrait drawn for no profile, which the model never saw), the picture analogue of a surrogate name; noise
+    never-trained person's photo, see ``guard_seeds``), the picture analogue of a surrogate name; noise
     made every face read alike ("Cork, Ireland" for anyone) and answers worse than never-trained."""
     guard_seeds: int = 6
     """Guards scored on the forget set, paired with rounds of never-trained twins (common random numbers): guard
@@ -290,10 +290,9 @@ def forget_gaps(
     is their mean, its 95% half-width the normal one over questions. ``seed_sd`` and ``round_sd``: how much one
     guard and one round of twins move the cell (the draw of an unknown person, which the pairing cancels);
     ``agreement``: the share of (question, round) pairs where guard and twin scored alike."""
-    from benchmarks.mllmu.twins import twin_id
+    from benchmarks.mllmu.twins import twin_id, twin_rounds
 
-    people = len({f for f, _ in pairs})
-    rounds = [pairs[k : k + people] for k in range(0, len(pairs), people)]
+    rounds = [dict(members) for members in twin_rounds(pairs)]  # forget ID -> its twin's identity, per round
     if len(guarded) != len(rounds):
         raise ValueError(f"{len(guarded)} guards for {len(rounds)} rounds of twins: one guard per round")
     runs = [forget_item_scores(path) for path in guarded]
@@ -304,13 +303,12 @@ def forget_gaps(
             continue
         paired: dict[tuple[str, str, int], list[float]] = {}
         by_round: list[list[float]] = [[] for _ in rounds]
-        for k, (run, members) in enumerate(zip(runs, rounds, strict=True)):
-            for forget_id, never_id in members:
-                for (who, task, index), value in run[modality, metric].items():
-                    twin = scores.get((twin_id(forget_id, never_id), task, index))
-                    if who == forget_id and twin is not None:
-                        paired.setdefault((who, task, index), []).append(value - twin)
-                        by_round[k].append(twin)
+        for k, (run, never_of) in enumerate(zip(runs, rounds, strict=True)):
+            for (who, task, index), value in run[modality, metric].items():
+                twin = scores.get((twin_id(who, never_of[who]), task, index)) if who in never_of else None
+                if twin is not None:
+                    paired.setdefault((who, task, index), []).append(value - twin)
+                    by_round[k].append(twin)
         questions = sorted(paired)  # with --limit, a question may lack some rounds: it averages those it has
         if not questions:
             continue
@@ -764,6 +762,7 @@ def evaluate_seeds(guard: Any, data: Any, root: Path, out: Path, settings: DemoS
 def run_demo(settings: DemoSettings) -> DemoReport:
     """Every step of the demo; a step whose package is not installed yet is reported in ``missing``."""
     from benchmarks.mllmu.loader import load_config
+    from benchmarks.mllmu.twins import twin_rounds
     from eco_guard.config import GuardConfig
     from eco_guard.corruption import USES_TARGET
     from eco_guard.guard import EcoGuard
@@ -785,9 +784,8 @@ def run_demo(settings: DemoSettings) -> DemoReport:
     tokenizer = getattr(processor, "tokenizer", processor)
     namers: dict[int, Surrogates] = {}
 
-    def surrogate_name(
-        name: str, k: int
-    ) -> str:  # what guard k (GuardConfig.seed = seed + k) reads for ``name``
+    def surrogate_name(name: str, k: int) -> str:
+        """What guard k (``GuardConfig.seed`` = seed + k) reads for ``name``."""
         namers.setdefault(k, Surrogates(tokenizer, seed=settings.seed + k))
         return namers[k].name(name)
 
@@ -813,8 +811,7 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         "questions about profiles the model never saw (benchmarks.mllmu.twins)"},
     ))  # fmt: skip
     pairs = json.loads((reference / TWINS_FILE).read_text())["pairs"]
-    people = len({f for f, _ in pairs})
-    twin_scores = round_scores(out / "results" / "never_trained" / "samples.jsonl", pairs[:people])
+    twin_scores = round_scores(out / "results" / "never_trained" / "samples.jsonl", twin_rounds(pairs)[0])
     guarded, seeds, sweep_rows, guard = None, [], [], None
     try:
         classifier = timed(settings, "classifier", lambda: fit_classifier(

@@ -97,7 +97,6 @@ class Surrogates:
         self.pieces = {kind: sorted(ids) for kind, ids in pieces.items()}
         self.words = {key: sorted(ids) for key, ids in words.items()}
         self.preferred = preferred_ids
-        self._preferred_words = set(preferred)
         empty = [kind for kind, ids in self.pieces.items() if not ids]
         if empty:
             raise ValueError(f"the tokenizer yields no surrogate pieces of kind {empty}")
@@ -154,9 +153,9 @@ class Surrogates:
                 ]
             candidates = self.words.get((kind, len(ids)), [])
             groups = [
-                [self.forms[w][kind] for w in both if w in self._preferred_words],
+                [self.forms[w][kind] for w in both if self.forms[w][kind] in self.preferred],
                 [w for w in candidates if w in self.preferred],
-                [self.forms[w][kind] for w in both if w not in self._preferred_words],
+                [self.forms[w][kind] for w in both if self.forms[w][kind] not in self.preferred],
                 [w for w in candidates if w not in self.preferred],
             ]
             order: list[tuple[int, ...]] = []

@@ -43,6 +43,12 @@ def round_pairs(forget_ids: Sequence[str], never_ids: Sequence[str], rounds: int
     return [(forget, never_ids[k]) for k in range(rounds) for forget in forget_ids]
 
 
+def twin_rounds(pairs: Sequence[Sequence[str]]) -> list[list[Sequence[str]]]:
+    """``pairs`` (in rounds of one twin per forget person, as :func:`round_pairs` orders them) cut into rounds."""
+    people = len({f for f, _ in pairs})
+    return [list(pairs[k : k + people]) for k in range(0, len(pairs), people)]
+
+
 def _check(forget_ids: Sequence[str], never_ids: Sequence[str]) -> None:
     if not forget_ids or not never_ids:
         raise ValueError("twin profiles need at least one forget and one never-trained profile")
