@@ -23,7 +23,7 @@ import logging
 import shutil
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,13 +163,31 @@ def write_split(source_root: Path, target_root: Path, name: str, ids: Sequence[s
     pq.write_table(table, folder / "train-00000-of-00001.parquet")
 
 
-def prepare_data(data: Any, out: Path, heldout: Sequence[str], rounds: int,
-                 surrogate_name: Callable[[str, int], str]) -> tuple[Path, Path]:  # fmt: skip
-    """The benchmark (retain split without the held-out profiles) and its never-trained twin: the forget people's
-    questions in ``rounds`` rounds (``benchmarks.mllmu.twins.round_pairs``), round k about the k-th held-out
-    person's photo under the name guard k reads (``surrogate_name(name, k)``); both under ``out``."""
+def surrogate_words(names: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """The demo guard's surrogate words (``GuardConfig`` fields): the synthetic benchmark's own name pools, less
+    every word of its profiles' and celebrities' names. A guarded request then reads about someone like the
+    never-trained people, never about one the model knows. The guard's built-in words ("Lazarus", "Thaddeus")
+    are not such a person: twins under them (8 rounds) scored text-only multiple choice 0.43, the never-trained
+    people under their own names 0.30, and four other draws of 8 names from these pools 0.33-0.37."""
+    from benchmarks.mllmu.celebrities import CELEBRITY_NAME_PARTS
+    from benchmarks.mllmu.vocab import FEMALE_FIRST, LAST_NAMES, MALE_FIRST
+
+    taken = {word for name in names for word in name.split()} | set(CELEBRITY_NAME_PARTS)
+    return {
+        "surrogate_given_names": tuple(w for w in FEMALE_FIRST + MALE_FIRST if w not in taken),
+        "surrogate_surnames": tuple(w for w in LAST_NAMES if w not in taken),
+    }
+
+
+def prepare_data(data: Any, out: Path, heldout: Sequence[str], rounds: int, tokenizer: Any,
+                 config: Any) -> tuple[Path, Path, Any]:  # fmt: skip
+    """The benchmark (retain split without the held-out profiles), its never-trained twin and the guard's config
+    with the benchmark's :func:`surrogate_words`. The twin asks the forget people's questions in ``rounds`` rounds
+    (``benchmarks.mllmu.twins.round_pairs``), round k about the k-th held-out person's photo under the name that
+    guard k (``config.seed`` + k) reads; data and twin under ``out``."""
     from benchmarks.mllmu.loader import retain_split, split_people
     from benchmarks.mllmu.twins import round_pairs, twin_pairs, write_twins
+    from eco_guard.surrogates import Surrogates
 
     root, reference = out / "data", out / "reference"
     data_key = fingerprint(asdict(data))
@@ -182,12 +200,14 @@ def prepare_data(data: Any, out: Path, heldout: Sequence[str], rounds: int,
         raise ValueError(
             f"held-out profiles {sorted(set(heldout) & set(forget_ids))} are in the forget split"
         )
+    config = config.replace(**surrogate_words(manifest["names"].values()))
+    namers = [Surrogates.of(tokenizer, config.replace(seed=config.seed + k)) for k in range(rounds)]
     pairs = round_pairs(forget_ids, heldout, rounds)
-    twin_names = {(f, n): surrogate_name(manifest["names"][f], k // len(forget_ids))
+    twin_names = {(f, n): namers[k // len(forget_ids)].name(manifest["names"][f])
                   for k, (f, n) in enumerate(pairs)}  # fmt: skip
     key = fingerprint(data_key, sorted(heldout), sorted(twin_names.items()), "test once")
     if cached(root, key) and cached(reference, key):
-        return root, reference
+        return root, reference, config
     retain_ids = [i for i in sorted(manifest["names"]) if i not in forget_ids and i not in set(heldout)]
     write_split(root, root, retain_split(data.forget), retain_ids)
     if reference.exists():
@@ -203,7 +223,7 @@ def prepare_data(data: Any, out: Path, heldout: Sequence[str], rounds: int,
     write_split(root, reference, retain_split(data.forget), retain_ids)
     mark(root, key)
     mark(reference, key)
-    return root, reference
+    return root, reference, config
 
 
 # ------------------------------------------------------------------ evaluation
@@ -766,7 +786,6 @@ def run_demo(settings: DemoSettings) -> DemoReport:
     from eco_guard.config import GuardConfig
     from eco_guard.corruption import USES_TARGET
     from eco_guard.guard import EcoGuard
-    from eco_guard.surrogates import Surrogates
 
     if settings.guard_seeds < 1:
         raise ValueError(f"guard_seeds must be at least 1 (the searched guard), got {settings.guard_seeds}")
@@ -781,16 +800,14 @@ def run_demo(settings: DemoSettings) -> DemoReport:
             f"guard_seeds={settings.guard_seeds}: each guard reads one never-trained person, and this demo model "
             f"has {len(heldout)}"
         )
+    dims = settings.dims or int(model.get_input_embeddings().embedding_dim)
+    blend = USES_TARGET[settings.corruption]
+    config = GuardConfig(corruption=settings.corruption, image_corruption=settings.image_corruption, dims=dims,
+                         scope=settings.scope, strength=1.0 if blend else settings.initial_strength,
+                         seed=settings.seed)  # fmt: skip
     tokenizer = getattr(processor, "tokenizer", processor)
-    namers: dict[int, Surrogates] = {}
-
-    def surrogate_name(name: str, k: int) -> str:
-        """What guard k (``GuardConfig.seed`` = seed + k) reads for ``name``."""
-        namers.setdefault(k, Surrogates(tokenizer, seed=settings.seed + k))
-        return namers[k].name(name)
-
-    root, reference = timed(settings, "data", lambda: prepare_data(
-        data, out, heldout, settings.guard_seeds, surrogate_name))  # fmt: skip
+    root, reference, config = timed(settings, "data", lambda: prepare_data(
+        data, out, heldout, settings.guard_seeds, tokenizer, config))  # fmt: skip
     photos = {r["ID"]: r["image"] for r in load_config(root, "Full_Set") if r["ID"] in heldout}
     faces = [(h, photos[h].convert("RGB")) for h in heldout[: settings.guard_seeds]]
     eval_settings = {
@@ -820,11 +837,6 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         missing.append(f"classifier ({err})")
         classifier = None
     if classifier is not None:
-        dims = settings.dims or int(model.get_input_embeddings().embedding_dim)
-        blend = USES_TARGET[settings.corruption]
-        config = GuardConfig(corruption=settings.corruption, image_corruption=settings.image_corruption, dims=dims,
-                             scope=settings.scope, strength=1.0 if blend else settings.initial_strength,
-                             seed=settings.seed)  # fmt: skip
         bank = [faces[0][1]] if USES_TARGET[settings.image_corruption] else None
         guard = EcoGuard(model, processor, classifier=classifier, config=config, image_surrogates=bank)
         try:

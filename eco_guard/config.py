@@ -14,6 +14,7 @@ from eco_guard.corruption import CORRUPTIONS, CorruptionParams
 CONFIG_NAME = "guard_config.json"
 FORMAT_VERSION = 1
 SCOPES = ("prompt", "spans", "image")
+SURROGATE_FIELDS = ("surrogate_given_names", "surrogate_surnames")
 
 
 class GuardFileError(ValueError):
@@ -60,11 +61,29 @@ class GuardConfig:
             "help": "flag when the classifier's score >= this; None keeps the classifier's calibrated decision"
         },
     )
+    surrogate_given_names: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "corruption 'substitute': the given names a forget target's name is read as (tried first for "
+            "every word); empty: eco_guard.surrogates.GIVEN_NAMES. Names typical of the people the model serves "
+            "make the guarded answers those about a typical unknown person"
+        },
+    )
+    surrogate_surnames: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "corruption 'substitute': the surnames for words no given name of the same token count fits; "
+            "empty: eco_guard.surrogates.SURNAMES"
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.scope, str):
             self.scope = (self.scope,)
         self.scope = tuple(self.scope)
+        for name in SURROGATE_FIELDS:
+            value = getattr(self, name)
+            setattr(self, name, (value,) if isinstance(value, str) else tuple(value))
         self.validate()
 
     def validate(self) -> None:
@@ -102,6 +121,15 @@ class GuardConfig:
             and 0 <= self.threshold <= 1
         ):
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold!r}")
+        for name in SURROGATE_FIELDS:
+            bad = [
+                w for w in getattr(self, name) if not (isinstance(w, str) and w.isalpha() and w[0].isupper())
+            ]
+            if bad:
+                raise ValueError(f"{name} must be capitalized words of letters only, got {bad[:3]!r}")
+        shared = sorted(set(self.surrogate_given_names) & set(self.surrogate_surnames))
+        if shared:
+            raise ValueError(f"{shared[:3]!r} are both surrogate_given_names and surrogate_surnames")
 
     @property
     def params(self) -> CorruptionParams:
@@ -126,6 +154,8 @@ class GuardConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["scope"] = list(self.scope)
+        for name in SURROGATE_FIELDS:
+            data[name] = list(getattr(self, name))
         return data
 
     # ------------------------------------------------------------ persistence

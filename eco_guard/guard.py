@@ -141,11 +141,14 @@ class EcoGuard:
             self.pad_token_id = self.tokenizer.eos_token_id
         self.projector = _find_projector(model) if self.multimodal else None
         self._surrogates: Surrogates | None = None
+        self._surrogates_key: tuple | None = None
         self.image_surrogates: torch.Tensor | None = None
         if image_surrogates is not None:
             self.set_image_surrogates(image_surrogates)
         if self.multimodal and self._needs_image_surrogates() and self.image_surrogates is None:
             raise ValueError(_NO_SURROGATE_FACES)
+        if USES_TARGET[self.config.corruption]:
+            _ = self.surrogates  # surrogate words this tokenizer cannot use fail here, not at a request
 
     def __getattr__(self, name: str) -> Any:
         if name == "model":  # not yet set: avoid recursion during unpickling or early errors
@@ -706,9 +709,11 @@ class EcoGuard:
 
     @property
     def surrogates(self) -> Surrogates:
-        """The surrogate-name map of this tokenizer and ``config.seed`` (built once per seed)."""
-        if self._surrogates is None or self._surrogates.seed != self.config.seed:
-            self._surrogates = Surrogates(self.tokenizer, seed=self.config.seed)
+        """The surrogate-name map of this tokenizer, ``config.seed`` and the config's surrogate words (built again
+        only when they change)."""
+        key = (self.config.seed, self.config.surrogate_given_names, self.config.surrogate_surnames)
+        if self._surrogates is None or self._surrogates_key != key:
+            self._surrogates, self._surrogates_key = Surrogates.of(self.tokenizer, self.config), key
         return self._surrogates
 
     def _surrogate_embeds(self, p: RowPlan) -> torch.Tensor:

@@ -99,9 +99,19 @@ class Surrogates:
         self.preferred = preferred_ids
         empty = [kind for kind, ids in self.pieces.items() if not ids]
         if empty:
-            raise ValueError(f"the tokenizer yields no surrogate pieces of kind {empty}")
+            raise ValueError(
+                f"the surrogate words ({len(vocabulary)}: {', '.join(list(vocabulary)[:4])}...) give this tokenizer "
+                f"no {' or '.join(empty)} tokens to build surrogates from: add words of several tokens"
+            )
         self._cache: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
         self._texts: dict[tuple[int, ...], str] = {}
+
+    @classmethod
+    def of(cls, tokenizer, config) -> Surrogates:
+        """The map a guard with ``config`` (a GuardConfig: its seed and surrogate words) reads."""
+        given = tuple(config.surrogate_given_names) or GIVEN_NAMES
+        surnames = tuple(config.surrogate_surnames) or SURNAMES
+        return cls(tokenizer, seed=config.seed, vocabulary=given + surnames, preferred=given)
 
     def kind(self, token_id: int) -> str | None:
         """``spaced`` (starts a word), ``capital`` (a capitalized piece without a space marker), ``inner``, or None

@@ -108,6 +108,8 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     # the reference asks the forget people's own questions about the never-trained profiles (twins), round k about
     # what guard k reads: the k-th never-trained person's photo, the surrogate name of its seed
     from benchmarks.mllmu.twins import round_pairs, twin_id, twin_pairs
+    from benchmarks.mllmu.vocab import FEMALE_FIRST, LAST_NAMES, MALE_FIRST
+    from eco_guard.config import GuardConfig
     from eco_guard.surrogates import Surrogates
 
     twins_file = json.loads((tmp_path / "out" / "reference" / "twins.json").read_text())
@@ -119,9 +121,17 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     assert [twin_id(f, n) for f, n in pairs] == [r["ID"] for r in twins]
     assert list(map(tuple, pairs)) == round_pairs(list(sources), heldout, settings.guard_seeds)
     tokenizer = demo_model.load_demo_model(tiny_artifact)[1].tokenizer
+    # the guard reads the benchmark's own kind of names, never a word of a profile's name
+    config = GuardConfig.from_pretrained(tmp_path / "out" / "guard")
+    profile_words = {w for r in full.values() for w in r["biography"]["Name"].split()}
+    words = config.surrogate_given_names + config.surrogate_surnames
+    assert set(words) < set(FEMALE_FIRST + MALE_FIRST + LAST_NAMES) and not set(words) & profile_words
     for k, ((f, n, name), twin) in enumerate(zip(twins_file["named"], twins, strict=True)):
         seed = settings.seed + k // len(sources)
-        assert name == Surrogates(tokenizer, seed=seed).name(sources[f]["biography"]["Name"])
+        assert name == Surrogates.of(tokenizer, config.replace(seed=seed)).name(
+            sources[f]["biography"]["Name"]
+        )
+        assert not set(name.split()) & profile_words
         assert twin["biography"]["Name"] == name and twin["image"].tobytes() == full[n]["image"].tobytes()
     # the Test_Set row (the table's, no goal reads it): each never-trained person once
     tests = load_config(tmp_path / "out" / "reference", "Test_Set")

@@ -21,8 +21,10 @@ def test_round_trip(tmp_path):
         image_strength=2.0,
     )
     substitute = GuardConfig(
-        corruption="substitute", image_corruption="noise_first_n", strength=0.8, scope=("spans", "image")
-    )
+        corruption="substitute", image_corruption="noise_first_n", strength=0.8, scope=("spans", "image"),
+        surrogate_given_names=["Nora", "Elias"], surrogate_surnames=("Keller",),
+    )  # fmt: skip
+    assert substitute.surrogate_given_names == ("Nora", "Elias")
     assert substitute.image_corruption_name == "noise_first_n" and cfg.image_corruption_name == "zero_top_k"
     substitute.save_pretrained(tmp_path / "substitute")
     assert GuardConfig.from_pretrained(tmp_path / "substitute") == substitute
@@ -48,6 +50,15 @@ def test_round_trip(tmp_path):
         ({"threshold": 1.5}, "threshold must lie in"),
         ({"seed": "x"}, "seed must be an integer"),
         ({"image_corruption": "blur"}, "unknown image_corruption 'blur'"),
+        (
+            {"surrogate_given_names": ("anna",)},
+            "surrogate_given_names must be capitalized words of letters only",
+        ),
+        (
+            {"surrogate_surnames": ("O'Neill",)},
+            "surrogate_surnames must be capitalized words of letters only",
+        ),
+        ({"surrogate_given_names": ("Anna", "Lee"), "surrogate_surnames": ("Lee",)}, "are both"),
     ],
 )
 def test_invalid_values(changes, message):

@@ -121,6 +121,34 @@ def test_surrogate_words_are_nobody_in_the_benchmark() -> None:
     assert all(w.isalpha() and w[0].isupper() for w in SURROGATE_WORDS)
 
 
+def test_a_guard_reads_the_surrogate_words_of_its_config(tiny_llava):
+    """A deployer names the kind of person a forgotten name reads as (the demo: the benchmark's own name pools);
+    the map follows the config's words and seed, and words the tokenizer cannot build from fail at construction,
+    not at a served request."""
+    model, processor = tiny_llava
+    words = {"surrogate_given_names": ("Nora", "Elias", "Ophelia", "Leopold", "Valeria", "Magnus"),
+             "surrogate_surnames": ("Keller", "Montague", "Pennington", "Ishikawa")}  # fmt: skip
+    config = GuardConfig(corruption="substitute", strength=1.0, scope=("spans",), **words)
+    guard = EcoGuard(model, processor, config=config)
+    read = {guard.surrogates.name("Pieter Underwood")}
+    for seed in range(1, 6):
+        guard.config = config.replace(seed=seed)
+        read.add(guard.surrogates.name("Pieter Underwood"))
+        assert guard.surrogates.name("Pieter Underwood") == Surrogates.of(
+            processor.tokenizer, guard.config
+        ).name("Pieter Underwood")
+    pool = set(words["surrogate_given_names"] + words["surrogate_surnames"])
+    assert len(read) >= 2 and all(set(name.split()) <= pool for name in read), read
+    guard.config = config.replace(surrogate_given_names=(), surrogate_surnames=())  # the built-in words again
+    assert set(guard.surrogates.name("Pieter Underwood").split()) <= set(SURROGATE_WORDS)
+    with pytest.raises(ValueError, match="surrogate words .* give this tokenizer no inner tokens"):
+        EcoGuard(
+            model,
+            processor,
+            config=config.replace(surrogate_given_names=("Tom",), surrogate_surnames=("Ann",)),
+        )
+
+
 @pytest.mark.slow
 def test_a_flagged_celebrity_is_forgotten_and_keeps_their_name(smollm2):
     """Real SmolLM2 knows Albert Einstein; substituted, it answers about a stranger under his name, while the
