@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import shutil
 import statistics
 import time
@@ -104,6 +105,10 @@ class DemoSettings:
     never-trained reference. The reference protocol draws them from the scored set itself: a forget person
     (guarded too) against a never-trained one, whose facts the model copies in other proportions (both models
     answered most multiple-choice questions about the few-shot person), one draw per cell."""
+    own_names: bool = False
+    """Also check the guards against the never-trained people under their own names and photos, every one for every
+    forget person (``own_name_check``; not a goal: the pairing cannot see whether a surrogate identity is a typical
+    never-trained one, this can). About 4 more minutes on two CPU cores."""
     logprob: bool = False
     """Also score multiple choice by option log-likelihood (``classification_logprob_acc``, no goal reads it): one
     more forward pass per option, which doubles the evaluation time on two CPU cores."""
@@ -186,7 +191,7 @@ def prepare_data(data: Any, out: Path, heldout: Sequence[str], rounds: int, toke
     (``benchmarks.mllmu.twins.round_pairs``), round k about the k-th held-out person's photo under the name that
     guard k (``config.seed`` + k) reads; data and twin under ``out``."""
     from benchmarks.mllmu.loader import retain_split, split_people
-    from benchmarks.mllmu.twins import round_pairs, twin_pairs, write_twins
+    from benchmarks.mllmu.twins import round_pairs, twin_pairs
     from eco_guard.surrogates import Surrogates
 
     root, reference = out / "data", out / "reference"
@@ -208,22 +213,47 @@ def prepare_data(data: Any, out: Path, heldout: Sequence[str], rounds: int, toke
     key = fingerprint(data_key, sorted(heldout), sorted(twin_names.items()), "test once")
     if cached(root, key) and cached(reference, key):
         return root, reference, config
-    retain_ids = [i for i in sorted(manifest["names"]) if i not in forget_ids and i not in set(heldout)]
-    write_split(root, root, retain_split(data.forget), retain_ids)
-    if reference.exists():
-        shutil.rmtree(reference)
-    reference.mkdir(parents=True)
-    for name in ("Full_Set", "Retain_Set", "ft_Data"):
-        (reference / name).symlink_to(Path("..") / "data" / name)
-    write_twins(root, reference, {data.forget: "Full_Set"}, pairs, manifest["names"], twin_names)
+    write_split(root, root, retain_split(data.forget), retain_ids_of(manifest, forget_ids, heldout))
     # the Test_Set row only fills the table: each never-trained person once is enough (a quarter of the time)
-    write_twins(root, reference, {"Test_Set": "Test_Set"}, twin_pairs(forget_ids, heldout), manifest["names"])
-    named = [[f, n, twin_names[f, n]] for f, n in pairs]
-    (reference / TWINS_FILE).write_text(json.dumps({"pairs": pairs, "named": named}, indent=1) + "\n")
-    write_split(root, reference, retain_split(data.forget), retain_ids)
+    write_reference(root, reference, data.forget, pairs, manifest, heldout, twin_names,
+                    test_pairs=twin_pairs(forget_ids, heldout))  # fmt: skip
     mark(root, key)
     mark(reference, key)
     return root, reference, config
+
+
+def retain_ids_of(
+    manifest: Mapping[str, Any], forget_ids: Sequence[str], heldout: Sequence[str]
+) -> list[str]:
+    """The retain people: neither forget nor never-trained."""
+    return [i for i in sorted(manifest["names"]) if i not in set(forget_ids) | set(heldout)]
+
+
+def write_reference(root: Path, folder: Path, forget: str, pairs: Sequence[tuple[str, str]],
+                    manifest: Mapping[str, Any], heldout: Sequence[str],
+                    twin_names: Mapping[tuple[str, str], str] | None = None,
+                    test_pairs: Sequence[tuple[str, str]] | None = None) -> None:  # fmt: skip
+    """``folder``: the benchmark in ``root`` with the twins of ``pairs`` in the ``forget`` split's place (under
+    ``twin_names``, else the never-trained people's own names) and, with ``test_pairs``, in the Test_Set's (else
+    ``root``'s own); the other configs are links to ``root``'s, and ``twins.json`` lists the pairs."""
+    from benchmarks.mllmu.loader import retain_split
+    from benchmarks.mllmu.twins import write_twins
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    shared = ("Full_Set", "Retain_Set", "ft_Data") + (() if test_pairs else ("Test_Set",))
+    for name in shared:
+        (folder / name).symlink_to(Path(os.path.relpath(root / name, folder)))
+    names = manifest["names"]
+    write_twins(root, folder, {forget: "Full_Set"}, pairs, names, twin_names)
+    if test_pairs:
+        write_twins(root, folder, {"Test_Set": "Test_Set"}, test_pairs, names)
+    chosen = twin_names or {}
+    named = [[f, n, chosen.get((f, n), names[n])] for f, n in pairs]
+    (folder / TWINS_FILE).write_text(json.dumps({"pairs": pairs, "named": named}, indent=1) + "\n")
+    forget_ids = sorted({f for f, _ in pairs})
+    write_split(root, folder, retain_split(forget), retain_ids_of(manifest, forget_ids, heldout))
 
 
 # ------------------------------------------------------------------ evaluation
@@ -358,6 +388,66 @@ def round_scores(samples: Path, members: Sequence[Sequence[str]]) -> dict[str, d
         if values:
             out.setdefault(modality, {})[metric] = _mean(values)
     return out
+
+
+def own_name_gaps(guarded: Sequence[Path], reference: Path) -> dict[str, dict[str, dict]]:
+    """Per forget modality and goal metric, the guards' mean against the mean over never-trained people (twins in
+    ``reference``, any number per forget person) on each question; the gap is their mean over questions, its 95%
+    half-width the normal one. Unpaired: which unknown people were drawn is part of the spread."""
+    runs = [forget_item_scores(path) for path in guarded]
+    twins = forget_item_scores(reference)
+    out: dict[str, dict[str, dict]] = {}
+    for (modality, metric), scores in sorted(twins.items()):
+        never: dict[tuple[str, str, int], list[float]] = {}
+        for (who, task, index), value in scores.items():
+            never.setdefault((who.split("-as-")[-1], task, index), []).append(value)
+        shared = [q for q in sorted(never) if all(q in run.get((modality, metric), {}) for run in runs)]
+        if not shared:
+            continue
+        diffs = [_mean([run[modality, metric][q] for run in runs]) - _mean(never[q]) for q in shared]
+        out.setdefault(modality, {})[metric] = {
+            "gap": _mean(diffs),
+            "interval": 1.96 * (_sd(diffs) or 0.0) / len(diffs) ** 0.5,
+            "guarded": _mean([_mean([run[modality, metric][q] for run in runs]) for q in shared]),
+            "never_trained": _mean([_mean(never[q]) for q in shared]),
+            "questions": len(shared),
+            "identities": min(len(never[q]) for q in shared),
+        }
+    return out
+
+
+def own_name_check(runner: Any, data: Any, root: Path, out: Path, settings: DemoSettings, heldout: Sequence[str],
+                   guarded: Sequence[Path], key: str, provenance: Mapping[str, Any]) -> list[Goal]:  # fmt: skip
+    """The guards against every never-trained person under their own name and photo, for every forget person
+    (``out/reference_own_names``, scored into ``out/results/never_trained_own_names``): one line per forget cell,
+    within ``FORGET_TOLERANCE`` or not."""
+    from benchmarks.mllmu.loader import split_people
+    from benchmarks.mllmu.twins import round_pairs
+
+    manifest = json.loads((root / "synthetic_manifest.json").read_text())
+    forget_ids = list(split_people(root, data.forget))
+    pairs = round_pairs(forget_ids, heldout, len(heldout))
+    folder = out / "reference_own_names"
+    folder_key = fingerprint(key, folder_digest(root / data.forget), pairs)
+    if not cached(folder, folder_key):
+        write_reference(root, folder, data.forget, pairs, manifest, heldout)
+        mark(folder, folder_key)
+    results = out / "results" / "never_trained_own_names"
+    evaluate_cached(runner, folder, results, settings, data.forget, ("forget",),
+                    fingerprint(key, folder_digest(folder / data.forget)),
+                    {**provenance, "guard": None, "note": "the forget people's questions about every never-trained "
+                     "profile under its own name and photo"})  # fmt: skip
+    gaps = own_name_gaps(guarded, results / "samples.jsonl")
+    return [
+        Goal(
+            f"forget {modality} {metric}: guarded within {FORGET_TOLERANCE} of the never-trained people's own names",
+            abs(cell["gap"]) <= FORGET_TOLERANCE + 1e-9,
+            f"guarded {cell['guarded']:.3f} vs {cell['never_trained']:.3f} (diff {cell['gap']:+.3f}, 95% interval "
+            f"+-{cell['interval']:.3f} over {cell['questions']} questions, {cell['identities']} people each)",
+        )
+        for modality, cells in gaps.items()
+        for metric, cell in cells.items()
+    ]
 
 
 def mean_forget(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -557,6 +647,8 @@ class DemoReport:
     figure: Path | None
     timings: dict[str, float]
     missing: list[str]
+    checks: list[Goal] = field(default_factory=list)
+    """Not goals: ``own_name_check`` (with ``DemoSettings.own_names``)."""
 
 
 def timed(settings: DemoSettings, name: str, fn: Callable[[], Any]) -> Any:
@@ -869,27 +961,24 @@ def run_demo(settings: DemoSettings) -> DemoReport:
                                              settings.blend_strengths if blend else settings.strengths)
         )  # fmt: skip
         (out / "results" / "sweep.json").write_text(json.dumps(sweep_rows, indent=2) + "\n")
-    gaps = (
-        forget_gaps(
-            [
-                out / "results" / name / "samples.jsonl"
-                for name in ["guarded", *(f"guarded_seed{k}" for k in range(1, len(seeds) + 1))]
-            ],
-            out / "results" / "never_trained" / "samples.jsonl",
-            pairs,
-        )  # fmt: skip
-        if guarded is not None
-        else {}
-    )
+    guard_samples = [out / "results" / name / "samples.jsonl"
+                     for name in ["guarded", *(f"guarded_seed{k}" for k in range(1, len(seeds) + 1))]]  # fmt: skip
+    never_samples = out / "results" / "never_trained" / "samples.jsonl"
+    gaps = forget_gaps(guard_samples, never_samples, pairs) if guarded is not None else {}
+    own_checks: list[Goal] = []
+    if guarded is not None and settings.own_names:
+        own_checks = timed(settings, "own-name check", lambda: own_name_check(
+            vanilla_runner, data, root, out, settings, heldout, guard_samples, base_key, provenance))  # fmt: skip
     if guarded is not None:
         guarded = mean_forget([guarded, *seeds])
     text = table(vanilla, guarded, never)
     checks = goals(vanilla, guarded, never, gaps) if guarded is not None else []
     path = figure(out / "demo.png", sweep_rows, vanilla, guarded, never)
     summary = {"table": text, "goals": [asdict(g) for g in checks], "forget_gaps": gaps,
+               "own_name_check": [asdict(g) for g in own_checks],
                "guard_seeds": 1 + len(seeds), "twin_pairs": len(pairs),
                "timings_s": settings.timings,
                "missing": missing, "limit": settings.limit, "max_new_tokens": settings.max_new_tokens}  # fmt: skip
     (out / "results" / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     results = {"vanilla": vanilla, "guarded": guarded, "never_trained": never}
-    return DemoReport(text, checks, results, path, settings.timings, missing)
+    return DemoReport(text, checks, results, path, settings.timings, missing, own_checks)

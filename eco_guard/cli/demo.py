@@ -86,6 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "about that same identity; the forget goals read their mean (1: the searched guard alone)",
     )
     parser.add_argument(
+        "--own-names",
+        action="store_true",
+        help="also check the guards against every never-trained person under their own name and photo (not a goal; "
+        "about 4 more minutes)",
+    )
+    parser.add_argument(
         "--logprob",
         action="store_true",
         help="also score multiple choice by option log-likelihood (doubles the evaluation time)",
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit, max_new_tokens=args.max_new_tokens, budget=args.budget, seed=args.seed,
         logprob=args.logprob, metric=args.search_metric, corruption=args.corruption,
         image_corruption=args.image_corruption, no_leak=not args.leaky_few_shot, combine=args.combine,
-        guard_seeds=args.guard_seeds,
+        guard_seeds=args.guard_seeds, own_names=args.own_names,
     )  # fmt: skip
     report = run_demo(settings)
     print(
@@ -140,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     if report.goals:
         passed = sum(g.passed for g in report.goals)
         print(f"\n{passed}/{len(report.goals)} goals met")
+    for check in report.checks:
+        print(f"[check {'ok' if check.passed else 'OFF'}] {check.name}: {check.measured}")
     for step in report.missing:
         print(f"[NOT RUN] {step}")
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in report.timings.items())

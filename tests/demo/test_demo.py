@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -176,10 +177,21 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
     assert again.table == report.table, (again.table, report.table)
     # one metric of the open questions instead: a new search (the evaluations before it are reused)
-    run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
-                          blend_strengths=(0.0, 1.0), metric="rouge_l", guard_seeds=2))  # fmt: skip
+    checked = run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4,
+                                    budget=2, blend_strengths=(0.0, 1.0), metric="rouge_l", guard_seeds=2,
+                                    own_names=True))  # fmt: skip
     search = json.loads((tmp_path / "out" / "guard" / "search.json").read_text())
     assert {s["metric"] for s in search.values()} == {"rouge_l"}
+    # the own-name check: every never-trained person under their own name and photo, for every forget person
+    own = load_config(tmp_path / "out" / "reference_own_names", forget)
+    assert sorted(r["ID"] for r in own) == sorted(twin_id(f, n) for f in sources for n in heldout)
+    assert all(r["biography"]["Name"] == full[r["ID"].split("-as-")[0]]["biography"]["Name"] for r in own)
+    assert {c.name.split(":")[0] for c in checked.checks} >= {
+        "forget text_only rougeL",
+        "forget image_text rougeL",
+    }
+    assert all("of the never-trained people's own names" in c.name for c in checked.checks)
+    assert report.checks == []  # off by default
     assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
 
 
@@ -233,6 +245,26 @@ def test_forget_gaps_pair_each_guard_with_the_twins_of_its_own_round(tmp_path):
     assert one["gap"] == pytest.approx(0.0) and one["seed_sd"] is None and one["agreement"] == 1.0
     with pytest.raises(ValueError, match="1 guards for 2 rounds"):
         forget_gaps([seed0], reference, pairs)
+
+
+def test_own_name_gaps_average_every_never_trained_person_per_question(tmp_path):
+    """The unpaired check: per question, the guards' mean against the mean over all never-trained people."""
+    from benchmarks.demo import own_name_gaps
+    from benchmarks.mllmu.twins import twin_id
+
+    reference = _samples(tmp_path / "r.jsonl", [
+        (twin_id("a", "x"), "classification", 0, 1), (twin_id("a", "y"), "classification", 0, 0),
+        (twin_id("a", "z"), "classification", 0, 0), (twin_id("b", "x"), "classification", 0, 1),
+        (twin_id("b", "y"), "classification", 0, 1), (twin_id("b", "z"), "classification", 0, 1),
+    ])  # fmt: skip
+    seed0 = _samples(tmp_path / "g0.jsonl", [("a", "classification", 0, 1), ("b", "classification", 0, 1)])
+    seed1 = _samples(tmp_path / "g1.jsonl", [("a", "classification", 0, 0), ("b", "classification", 0, 0)])
+    cell = own_name_gaps([seed0, seed1], reference)["text_only"]["classification_stated_acc"]
+    # a: 0.5 - 1/3, b: 0.5 - 1
+    assert cell["gap"] == pytest.approx((1 / 6 - 0.5) / 2)
+    assert cell["interval"] == pytest.approx(1.96 * statistics.stdev([1 / 6, -0.5]) / 2**0.5)
+    assert (cell["guarded"], cell["never_trained"]) == (pytest.approx(0.5), pytest.approx(2 / 3))
+    assert (cell["questions"], cell["identities"]) == (2, 3)
 
 
 def test_mean_forget_averages_forget_metrics_only():
