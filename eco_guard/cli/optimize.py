@@ -80,6 +80,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="token scope: any of prompt, spans, image (default: the folder's)",
     )
+    parser.add_argument(
+        "--surrogate-given-names",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="with substitute: the given names a forgotten name reads as (names typical of the people the model "
+        "serves; saved in the guard's config; default: the folder's, else the built-in list)",
+    )
+    parser.add_argument(
+        "--surrogate-surnames", nargs="+", default=None, metavar="NAME", help="the same, for surnames"
+    )
     parser.add_argument("--corruptions", nargs="+", default=(), help="search the family among these names")
     parser.add_argument(
         "--dims-range", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"), help="search n/k"
@@ -117,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     config = (
         GuardConfig.from_pretrained(args.guard) if Path(args.guard, CONFIG_NAME).is_file() else GuardConfig()
     )
-    changes = {"corruption": args.corruption, "image_corruption": args.image_corruption, "scope": args.scope}
+    changes = {"corruption": args.corruption, "image_corruption": args.image_corruption, "scope": args.scope,
+               "surrogate_given_names": args.surrogate_given_names, "surrogate_surnames": args.surrogate_surnames}  # fmt: skip
     config = config.replace(**{k: v for k, v in changes.items() if v is not None})
     faces = args.surrogate_faces or saved_image_surrogates(args.guard)
     guard = EcoGuard(model, processor, config=config, image_surrogates=faces)

@@ -77,10 +77,15 @@ def test_cli_writes_config_trace_and_plot(data, model_dir, tmp_path, capsys):
     assert len((guard_dir / TRACE_NAME).read_text().splitlines()) == 2
     # the starting family and scope from the command line; the search moves the surrogate blend
     code = main([*args, "--corruption", "substitute", "--scope", "spans", "--strength-range", "0.01", "1",
-                 "--budget", "2"])  # fmt: skip
+                 "--budget", "2", "--surrogate-given-names", "Nora", "Elias", "Ophelia",
+                 "--surrogate-surnames", "Montague", "Pennington"])  # fmt: skip
     config = GuardConfig.from_pretrained(guard_dir)
     assert code in (0, 1) and (config.corruption, config.scope) == ("substitute", ("spans",))
     assert 0.01 <= config.strength <= 1
+    assert (config.surrogate_given_names, config.surrogate_surnames) == (
+        ("Nora", "Elias", "Ophelia"),
+        ("Montague", "Pennington"),
+    )
 
 
 def test_cli_bad_input(data, model_dir, tmp_path, capsys):
@@ -109,6 +114,8 @@ def test_cli_bad_input(data, model_dir, tmp_path, capsys):
     assert "takes no images" in capsys.readouterr().err
     assert main([*args, "--corruption", "blur"]) == 2
     assert "unknown corruption 'blur'" in capsys.readouterr().err
+    assert main([*args, "--corruption", "substitute", "--surrogate-given-names", "nora"]) == 2
+    assert "surrogate_given_names must be capitalized words" in capsys.readouterr().err
 
 
 def test_cli_surrogate_faces_for_image_questions(tiny_llava, tmp_path, capsys):
