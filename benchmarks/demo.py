@@ -108,7 +108,7 @@ class DemoSettings:
     own_names: bool = False
     """Also check the guards against the never-trained people under their own names and photos, every one for every
     forget person (``own_name_check``; not a goal: the pairing cannot see whether a surrogate identity is a typical
-    never-trained one, this can). About 4 more minutes on two CPU cores."""
+    never-trained one, this can). 192 s more on two CPU cores (832 questions)."""
     logprob: bool = False
     """Also score multiple choice by option log-likelihood (``classification_logprob_acc``, no goal reads it): one
     more forward pass per option, which doubles the evaluation time on two CPU cores."""
@@ -329,6 +329,11 @@ def _sd(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) if len(values) >= 2 else None
 
 
+def _gap(diffs: Sequence[float]) -> dict[str, float]:
+    """The mean of per-question differences and its 95% half-width (normal, over questions)."""
+    return {"gap": _mean(diffs), "interval": 1.96 * (_sd(diffs) or 0.0) / len(diffs) ** 0.5}
+
+
 def forget_gaps(
     guarded: Sequence[Path], reference: Path, pairs: Sequence[Sequence[str]]
 ) -> dict[str, dict[str, dict]]:
@@ -365,8 +370,7 @@ def forget_gaps(
         diffs = [_mean(paired[q]) for q in questions]
         every = [d for q in questions for d in paired[q]]
         out.setdefault(modality, {})[metric] = {
-            "gap": _mean(diffs),
-            "interval": 1.96 * (_sd(diffs) or 0.0) / len(diffs) ** 0.5,
+            **_gap(diffs),
             "seed_sd": _sd([_mean(list(run[modality, metric].values())) for run in runs]),
             "round_sd": _sd([_mean(values) for values in by_round if values]),
             "agreement": sum(abs(d) < 1e-9 for d in every) / len(every),
@@ -394,22 +398,24 @@ def own_name_gaps(guarded: Sequence[Path], reference: Path) -> dict[str, dict[st
     """Per forget modality and goal metric, the guards' mean against the mean over never-trained people (twins in
     ``reference``, any number per forget person) on each question; the gap is their mean over questions, its 95%
     half-width the normal one. Unpaired: which unknown people were drawn is part of the spread."""
+    from benchmarks.mllmu.twins import twin_parts
+
     runs = [forget_item_scores(path) for path in guarded]
     twins = forget_item_scores(reference)
     out: dict[str, dict[str, dict]] = {}
     for (modality, metric), scores in sorted(twins.items()):
         never: dict[tuple[str, str, int], list[float]] = {}
         for (who, task, index), value in scores.items():
-            never.setdefault((who.split("-as-")[-1], task, index), []).append(value)
+            never.setdefault((twin_parts(who)[0], task, index), []).append(value)
         shared = [q for q in sorted(never) if all(q in run.get((modality, metric), {}) for run in runs)]
         if not shared:
             continue
-        diffs = [_mean([run[modality, metric][q] for run in runs]) - _mean(never[q]) for q in shared]
+        mine = {q: _mean([run[modality, metric][q] for run in runs]) for q in shared}
+        theirs = {q: _mean(never[q]) for q in shared}
         out.setdefault(modality, {})[metric] = {
-            "gap": _mean(diffs),
-            "interval": 1.96 * (_sd(diffs) or 0.0) / len(diffs) ** 0.5,
-            "guarded": _mean([_mean([run[modality, metric][q] for run in runs]) for q in shared]),
-            "never_trained": _mean([_mean(never[q]) for q in shared]),
+            **_gap([mine[q] - theirs[q] for q in shared]),
+            "guarded": _mean(list(mine.values())),
+            "never_trained": _mean(list(theirs.values())),
             "questions": len(shared),
             "identities": min(len(never[q]) for q in shared),
         }

@@ -58,9 +58,20 @@ def _check(forget_ids: Sequence[str], never_ids: Sequence[str]) -> None:
         )
 
 
+TWIN_SEPARATOR = "-as-"
+
+
 def twin_id(forget_id: str, never_id: str) -> str:
     """The twin's profile ID: unique per pair, so one never-trained identity can stand in for several people."""
-    return f"{never_id}-as-{forget_id}"
+    return f"{never_id}{TWIN_SEPARATOR}{forget_id}"
+
+
+def twin_parts(twin: str) -> tuple[str, str]:
+    """(forget ID, never-trained ID) of a :func:`twin_id`."""
+    never_id, sep, forget_id = twin.partition(TWIN_SEPARATOR)
+    if not sep:
+        raise ValueError(f"{twin!r} is not a twin profile ID (never-trained ID{TWIN_SEPARATOR}forget ID)")
+    return forget_id, never_id
 
 
 def rename(value: Any, old: str, new: str) -> Any:

@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--own-names",
         action="store_true",
         help="also check the guards against every never-trained person under their own name and photo (not a goal; "
-        "about 4 more minutes)",
+        "about 3 more minutes)",
     )
     parser.add_argument(
         "--logprob",

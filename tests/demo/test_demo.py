@@ -108,7 +108,7 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     assert all(i in retain_ids for ids in shots["forget"].values() for i in ids)
     # the reference asks the forget people's own questions about the never-trained profiles (twins), round k about
     # what guard k reads: the k-th never-trained person's photo, the surrogate name of its seed
-    from benchmarks.mllmu.twins import round_pairs, twin_id, twin_pairs
+    from benchmarks.mllmu.twins import round_pairs, twin_id, twin_pairs, twin_parts
     from benchmarks.mllmu.vocab import FEMALE_FIRST, LAST_NAMES, MALE_FIRST
     from eco_guard.config import GuardConfig
     from eco_guard.surrogates import Surrogates
@@ -185,7 +185,7 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     # the own-name check: every never-trained person under their own name and photo, for every forget person
     own = load_config(tmp_path / "out" / "reference_own_names", forget)
     assert sorted(r["ID"] for r in own) == sorted(twin_id(f, n) for f in sources for n in heldout)
-    assert all(r["biography"]["Name"] == full[r["ID"].split("-as-")[0]]["biography"]["Name"] for r in own)
+    assert all(r["biography"]["Name"] == full[twin_parts(r["ID"])[1]]["biography"]["Name"] for r in own)
     assert {c.name.split(":")[0] for c in checked.checks} >= {
         "forget text_only rougeL",
         "forget image_text rougeL",

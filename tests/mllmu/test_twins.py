@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks.mllmu.loader import load_config, split_people
-from benchmarks.mllmu.twins import rename, round_pairs, twin_id, twin_pairs, write_twins
+from benchmarks.mllmu.twins import rename, round_pairs, twin_id, twin_pairs, twin_parts, write_twins
 
 
 def test_rename_swaps_every_mention_word_by_word_but_not_inside_words():
@@ -39,6 +39,9 @@ def test_round_pairs_ask_everyone_about_one_never_trained_identity_per_round():
     pairs = round_pairs(["b", "a"], ["z", "x", "y"], 2)
     assert pairs == [("a", "x"), ("b", "x"), ("a", "y"), ("b", "y")]  # round k: the k-th identity, sorted
     assert len({twin_id(f, n) for f, n in pairs}) == len(pairs)
+    assert [twin_parts(twin_id(f, n)) for f, n in pairs] == pairs
+    with pytest.raises(ValueError, match="'017' is not a twin profile ID"):
+        twin_parts("017")
     assert sorted(round_pairs(["a", "b"], ["x", "y", "z"], 3)) == sorted((f, n) for f in "ab" for n in "xyz")
     with pytest.raises(ValueError, match="give 1 to 3 rounds, not 4"):
         round_pairs(["a"], ["x", "y", "z"], 4)
