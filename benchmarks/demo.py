@@ -558,13 +558,11 @@ def sweep(guard: Any, forget_items: Sequence[Any], retain_items: Sequence[Any], 
 
     Each set is flagged once. An unflagged request never reads the strength (no hook is registered), so when
     the classifier flags no retain item their curve is measured once and drawn flat."""
-    from eco_guard.optimize import forced_flags
-
     base = guard.config
     sets = []
     for name, items, forced in (("forget", forget_items, True), ("retain", retain_items, False)):
         prompts = [it.request for it in items]
-        flags = forced_flags(guard, prompts, True) if forced else guard.decide(prompts)
+        flags = guard.decide(prompts, [True] * len(prompts) if forced else None)
         lengths = [
             len(guard.tokenizer(" " + it.reference, add_special_tokens=False)["input_ids"]) for it in items
         ]
@@ -748,22 +746,6 @@ def benchmark_items(
     return ev._limit([it for it in items if task is None or it.task == task], limit)
 
 
-class _AllFlagged:
-    """A runner for ``benchmarks.mllmu.evaluate.run_items`` that flags every request, keeping the names the
-    guard's classifier finds (the corruption lands where serving puts it)."""
-
-    def __init__(self, guard: Any) -> None:
-        self.guard = guard
-
-    def decide(self, requests: Sequence[Any]) -> list[Any]:
-        from eco_guard.optimize import forced_flags
-
-        return forced_flags(self.guard, requests, True)
-
-    def generate(self, *args: Any, **kwargs: Any) -> list[str]:
-        return self.guard.generate(*args, **kwargs)
-
-
 class GoalGap:
     """A prepared metric for ``eco_guard.optimize.optimize_guard``: the mean |guarded - never-trained| over the
     goal metrics of one modality's forget questions (all three tasks), scored by the benchmark's own code.
@@ -778,7 +760,9 @@ class GoalGap:
     ):
         if not items or not reference:
             raise ValueError("goal_gap needs forget questions and never-trained scores")
-        self.runner, self.items, self.reference = _AllFlagged(guard), list(items), dict(reference)
+        from benchmarks.mllmu.search_metrics import FlagEvery
+
+        self.runner, self.items, self.reference = FlagEvery(guard), list(items), dict(reference)
         self.batch_size, self.max_new_tokens = settings.batch_size, settings.max_new_tokens
 
     def __call__(self) -> float:

@@ -64,11 +64,12 @@ class DemoData:
     the forget profiles' (with whole pools, half of them were not: the guarded model stated one of the four options
     in 11 of 18 forget questions, the never-trained reference in 11 of 42; see ``write_synthetic``)."""
 
-    def write(self, root: str | Path) -> Path:
+    def write(self, root: str | Path, with_images: bool = True) -> Path:
+        """The profiles, under ``root`` (``with_images=False``: the same people and questions, no pictures)."""
         from benchmarks.mllmu.synthetic import write_synthetic
 
         return write_synthetic(
-            root, self.n_profiles, self.n_celebrities, self.seed, image_size=self.image_size,
+            root, self.n_profiles, self.n_celebrities, self.seed, image_size=self.image_size, with_images=with_images,
             classification_per_modality=self.classification_per_modality,
             generation_per_modality=self.generation_per_modality, cloze_per_modality=self.cloze_per_modality,
             values_per_fact=self.values_per_fact,

@@ -43,11 +43,14 @@ class Example:
 
 @dataclass
 class FinetuneConfig:
-    """Training settings; defaults suit SmolLM2-135M with LoRA on a few dozen profiles."""
+    """Training settings; the defaults make SmolLM2-135M with LoRA learn a few dozen profiles by heart (50
+    text-only profiles: training loss near 0.001; with 5 epochs at 1e-3 it stayed near 0.3 and the model answered
+    its own profiles' questions no better than strangers'). A vanilla model that never learned its profiles leaves
+    nothing to forget."""
 
-    epochs: int = 5
+    epochs: int = 12
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 3e-3
     warmup: float = 0.05
     weight_decay: float = 0.0
     lora: bool = True

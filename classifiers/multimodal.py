@@ -235,6 +235,15 @@ class MultimodalClassifier:
                 flags.append(Flag(flagged, float(score), source if flagged else "", names))
         return flags
 
+    def names(self, requests: Sequence[PromptLike]) -> list[tuple[str, ...]]:
+        """The forget-target names the span detector finds in each request's text (no flag decided; none without a
+        span detector): what scope ``spans`` corrupts in a request its caller flagged."""
+        if isinstance(requests, (str, Request, Mapping)):
+            raise TypeError("names takes a list of requests; wrap a single request in [ ]")
+        if self.terms is None:
+            return [() for _ in requests]
+        return [self.terms.terms(to_request(r).classifier_text) for r in requests]
+
     def predict(self, requests: Sequence[PromptLike]) -> np.ndarray:
         return np.array([f.flagged for f in self.flag(requests)], dtype=int)
 

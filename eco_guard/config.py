@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from eco_guard.corruption import CORRUPTIONS, CorruptionParams
+from eco_guard.corruption import CORRUPTIONS, USES_TARGET, CorruptionParams
 
 CONFIG_NAME = "guard_config.json"
 FORMAT_VERSION = 1
@@ -26,8 +26,12 @@ class GuardConfig:
     """How the guard corrupts a flagged request.
 
     Scopes (any combination): ``prompt``: every prompt token but the last (ECO's default); ``spans``: the tokens of
-    the forget-target names the classifier found (all prompt tokens when none was found); ``image``: the projected
-    image features of a LLaVA-family model.
+    the forget-target names the classifier found; ``image``: the projected image features of a LLaVA-family model.
+
+    A flagged request in which scope ``spans`` finds no name (the text head fired on a description, or the name is
+    not in the prompt as written) gets ``fallback_corruption`` at ``fallback_strength`` over all its prompt tokens
+    but the last, and a warning is logged: a name-reading corruption such as ``substitute`` would otherwise turn
+    every word of the prompt into a surrogate name, and the model answers nothing.
     """
 
     corruption: str = field(
@@ -60,6 +64,16 @@ class GuardConfig:
         metadata={
             "help": "flag when the classifier's score >= this; None keeps the classifier's calibrated decision"
         },
+    )
+    fallback_corruption: str = field(
+        default="noise_first_n",
+        metadata={
+            "help": "corruption of the whole prompt of a flagged request where scope spans finds no name; it "
+            "must not read a target (a surrogate name needs a name to replace)"
+        },
+    )
+    fallback_strength: float = field(
+        default=100.0, metadata={"help": "strength of fallback_corruption (n/k: dims)"}
     )
     surrogate_given_names: tuple[str, ...] = field(
         default=(),
@@ -96,23 +110,29 @@ class GuardConfig:
             raise ValueError(
                 f"unknown image_corruption {self.image_corruption!r}; valid names: {', '.join(sorted(CORRUPTIONS))}"
             )
-        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)):
-            raise ValueError(f"strength must be a number, got {self.strength!r}")
-        if not math.isfinite(self.strength) or self.strength < 0:
-            raise ValueError(f"strength must be a finite number >= 0, got {self.strength!r}")
-        if self.image_strength is not None and (
-            isinstance(self.image_strength, bool)
-            or not isinstance(self.image_strength, (int, float))
-            or not math.isfinite(self.image_strength)
-            or self.image_strength < 0
-        ):
+        if self.fallback_corruption not in CORRUPTIONS or USES_TARGET[self.fallback_corruption]:
+            valid = sorted(name for name in CORRUPTIONS if not USES_TARGET[name])
             raise ValueError(
-                f"image_strength must be None or a finite number >= 0, got {self.image_strength!r}"
+                f"fallback_corruption {self.fallback_corruption!r} must be a corruption that reads no target; "
+                f"valid names: {', '.join(valid)}"
             )
+        for name in ("strength", "image_strength", "fallback_strength"):
+            value, optional = getattr(self, name), name == "image_strength"
+            if value is None and optional:
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or value < 0:
+                kind = "None or a finite number >= 0" if optional else "a finite number >= 0"
+                raise ValueError(f"{name} must be {kind}, got {value!r}")
         if isinstance(self.dims, bool) or not isinstance(self.dims, int) or self.dims < 1:
             raise ValueError(f"dims must be an integer >= 1, got {self.dims!r}")
         if not self.scope or any(s not in SCOPES for s in self.scope):
             raise ValueError(f"scope must be a non-empty combination of {SCOPES}, got {self.scope!r}")
+        if USES_TARGET[self.corruption] and "prompt" in self.scope:
+            raise ValueError(
+                f"corruption {self.corruption!r} reads each word as a surrogate name: scope 'prompt' would turn "
+                "every word of a flagged prompt into a name; use scope 'spans' (the names the classifier finds)"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.threshold is not None and not (
@@ -135,6 +155,11 @@ class GuardConfig:
     def params(self) -> CorruptionParams:
         """The corruption of prompt tokens."""
         return CorruptionParams(strength=float(self.strength), dims=int(self.dims))
+
+    @property
+    def fallback_params(self) -> CorruptionParams:
+        """The corruption of a flagged prompt whose names scope ``spans`` cannot find."""
+        return CorruptionParams(strength=float(self.fallback_strength), dims=int(self.dims))
 
     @property
     def image_corruption_name(self) -> str:

@@ -68,6 +68,8 @@ class RowPlan:
     ids: torch.Tensor | None = None
     cached: int = 0
     head: torch.Tensor | None = None
+    fallback: bool = False
+    """Scope ``spans`` found no name in this row: ``config.fallback_corruption`` covers its whole prompt."""
 
 
 @dataclass
@@ -162,7 +164,8 @@ class EcoGuard:
     ) -> list[Flag]:
         """One Flag per request: ``flags`` if given (they override the classifier; a None entry leaves that request
         to it), else the classifier's verdict (thresholded by ``config.threshold`` when set), else nothing is
-        flagged."""
+        flagged. A request flagged by ``flags`` without names gets the names the classifier finds in it when scope
+        ``spans`` needs them."""
         if flags is not None:
             if len(flags) != len(requests):
                 raise ValueError(f"got {len(flags)} flags for {len(requests)} prompts")
@@ -170,7 +173,13 @@ class EcoGuard:
             verdicts = dict(
                 zip(open_rows, self.decide([requests[i] for i in open_rows]) if open_rows else [])
             )
-            return [verdicts[i] if f is None else _as_flag(f) for i, f in enumerate(flags)]
+            decided = [verdicts[i] if f is None else _as_flag(f) for i, f in enumerate(flags)]
+            unnamed = [
+                i
+                for i, f in enumerate(flags)
+                if f is not None and decided[i].flagged and not decided[i].terms
+            ]
+            return self._with_names(requests, decided, unnamed)
         if self.classifier is None:
             return [Flag(False) for _ in requests]
         verdicts = list(self.classifier.flag(requests))
@@ -179,6 +188,22 @@ class EcoGuard:
         if self.config.threshold is None:
             return verdicts
         return [Flag(v.score >= self.config.threshold, v.score, v.source, v.terms) for v in verdicts]
+
+    def _with_names(
+        self, requests: Sequence[Request], decided: list[Flag], rows: Sequence[int]
+    ) -> list[Flag]:
+        """``decided`` with the names the classifier finds in ``rows`` (when scope ``spans`` reads names): its
+        ``names`` method when it has one (:class:`~eco_guard.requests.NameFinder`), else its flags' terms."""
+        if not rows or self.classifier is None or "spans" not in self.config.scope:
+            return decided
+        subset = [requests[i] for i in rows]
+        finder = getattr(self.classifier, "names", None)
+        found = list(finder(subset)) if callable(finder) else [v.terms for v in self.classifier.flag(subset)]
+        if len(found) != len(subset):
+            raise RuntimeError(f"classifier found names for {len(found)} of {len(subset)} requests")
+        for i, names in zip(rows, found, strict=True):
+            decided[i] = replace(decided[i], terms=tuple(names))
+        return decided
 
     # ------------------------------------------------------------ public calls
 
@@ -334,24 +359,18 @@ class EcoGuard:
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, flags=None, **kwargs
     ):
-        """The wrapped model's forward; rows flagged in ``flags`` get every non-padding token but the last
-        corrupted (input_ids left-padded)."""
+        """The wrapped model's forward on left-padded ``input_ids``; rows flagged in ``flags`` are corrupted as
+        :meth:`generate` corrupts a flagged prompt (scope ``spans``: the names the classifier finds in the row's
+        text, else the fallback over every token but the last)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         flags = [False] * input_ids.shape[0] if flags is None else list(flags)
         if len(flags) != input_ids.shape[0]:
             raise ValueError(f"got {len(flags)} flags for a batch of {input_ids.shape[0]}")
-        rows = []
-        width = input_ids.shape[1]
-        if "prompt" in self.config.scope or "spans" in self.config.scope:
-            for r, flagged in enumerate(flags):
-                if bool(flagged):
-                    valid = attention_mask[r].bool().cpu()
-                    start = int((~valid).sum())
-                    mask = valid[start:].clone()
-                    mask[-1] = False
-                    rows.append(RowPlan(r, start, mask, input_ids[r, start:].cpu()))
-        plan = CorruptionPlan(rows, [], (input_ids.shape[0], width))
+        ids = [row[mask.bool()].cpu() for row, mask in zip(input_ids, attention_mask, strict=True)]
+        batch = EncodedBatch(ids=ids, prompts=[self.tokenizer.decode(row) for row in ids])
+        decisions = self.decide([Request(text=p) for p in batch.prompts], [bool(f) for f in flags])
+        plan = self.plan(batch, decisions, input_ids.shape)
         with self.corrupting(plan):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
@@ -457,25 +476,40 @@ class EcoGuard:
             if "prompt" in scope or ("spans" in scope and not identity_in_image):
                 ids = batch.ids[r]
                 start = width - ids.numel() - (ends[r] if ends else 0)
-                rows.append(RowPlan(r, start, self.prompt_mask(batch.prompts[r], ids, flag.terms), ids))
+                mask, found = self._text_mask(batch.prompts[r], ids, flag.terms)
+                rows.append(RowPlan(r, start, mask, ids, fallback=not found))
             if "image" in scope and r in batch.image_rows:
                 images.append(batch.image_rows.index(r))
+        fallback = sum(p.fallback for p in rows)
+        if fallback:
+            logger.warning(
+                "%d flagged request(s) name no forget target that scope 'spans' can find: their whole prompt gets "
+                "the fallback corruption %s (strength %g)",
+                fallback,
+                self.config.fallback_corruption,
+                self.config.fallback_strength,
+            )
         return CorruptionPlan(rows, images, (len(decisions), width))
 
     def prompt_mask(self, prompt: str, ids: torch.Tensor, terms: Sequence[str] = ()) -> torch.Tensor:
         """Bool mask over one unpadded prompt: all tokens but the last (scope ``prompt``), or only the tokens of
-        ``terms`` (scope ``spans``; all tokens but the last when none is found). Image tokens are never included:
-        their embeddings are replaced by image features (scope ``image`` corrupts those)."""
+        ``terms`` (scope ``spans``; all tokens but the last when none is found, which :meth:`plan` corrupts with
+        the fallback corruption). Image tokens are never included: their embeddings are replaced by image
+        features (scope ``image`` corrupts those)."""
+        return self._text_mask(prompt, ids, terms)[0]
+
+    def _text_mask(self, prompt: str, ids: torch.Tensor, terms: Sequence[str]) -> tuple[torch.Tensor, bool]:
+        """:meth:`prompt_mask` and whether it is what the scope asked for (False: no name was found)."""
         base = torch.ones(ids.numel(), dtype=torch.bool)
         base[-1] = False
         if self.image_token_id is not None:
             base &= ids != self.image_token_id
-        if "prompt" in self.config.scope or not terms:
-            return base
-        spans = self.term_mask(prompt, ids, terms)
+        if "prompt" in self.config.scope:
+            return base, True
+        spans = self.term_mask(prompt, ids, terms) if terms else None
         if spans is None or not (spans & base).any():
-            return base
-        return spans & base
+            return base, False
+        return spans & base, True
 
     def term_mask(self, prompt: str, ids: torch.Tensor, terms: Sequence[str]) -> torch.Tensor | None:
         """Tokens overlapping any occurrence of ``terms`` in ``prompt``, through the offsets of the very token ids
@@ -553,12 +587,14 @@ class EcoGuard:
             segment = embeds[p.row : p.row + 1, p.start : stop]
             if p.cached:
                 segment = torch.cat([p.head.to(segment.dtype), segment], dim=1)
-            params = cfg.params
-            if USES_TARGET[cfg.corruption]:
+            name, params = cfg.corruption, cfg.params
+            if p.fallback:
+                name, params = cfg.fallback_corruption, cfg.fallback_params
+            elif USES_TARGET[name]:
                 params = replace(params, target=self._surrogate_embeds(p)[None])
-            out[p.row, p.start : stop] = apply_corruption(
-                cfg.corruption, segment, p.mask[None], params, cfg.seed
-            )[0, p.cached :]
+            out[p.row, p.start : stop] = apply_corruption(name, segment, p.mask[None], params, cfg.seed)[
+                0, p.cached :
+            ]
         return out
 
     # ------------------------------------------------------------ shared prefix
@@ -727,7 +763,7 @@ class EcoGuard:
     def renames(self, p: RowPlan) -> list[tuple[str, str]]:
         """(surrogate word, original word) pairs to write back into the answer of row plan ``p`` (none unless the
         corruption substitutes names)."""
-        if not USES_TARGET[self.config.corruption] or p.ids is None:
+        if not USES_TARGET[self.config.corruption] or p.ids is None or p.fallback:
             return []
         return self.surrogates.renames(p.ids, p.mask)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from eco_guard.config import GuardConfig
 from eco_guard.corruption import CORRUPTIONS, USES_DIMS, USES_STRENGTH
-from eco_guard.requests import Flag, PromptLike
+from eco_guard.requests import PromptLike
 
 logger = logging.getLogger(__name__)
 
@@ -60,19 +60,16 @@ class ScoredItem:
 # ---------------------------------------------------------------- metrics
 
 
-def forced_flags(guard: Any, requests: Sequence[PromptLike], flagged: bool) -> list[Any]:
-    """Every request flagged (or none), keeping the names the guard's classifier finds in each: the search must
-    corrupt the very tokens serving will corrupt (scope ``spans``), not a fallback to the whole prompt."""
-    if not flagged or getattr(guard, "classifier", None) is None:
-        return [flagged] * len(requests)
-    return [Flag(True, v.score, v.source or "forced", v.terms) for v in guard.decide(list(requests))]
-
-
 class Metric:
-    """A forget metric on a fixed item set, prepared once and evaluated under the guard's current config."""
+    """A forget metric on a fixed item set, prepared once and evaluated under the guard's current config.
+
+    Every item is flagged (``flagged=False``: none); the guard keeps the names its classifier finds in each, so
+    the search corrupts the very tokens serving corrupts. ``empty``: the share of empty answers at the last call
+    (None for metrics that generate nothing)."""
 
     name = ""
     bounds: tuple[float, float] = (0.0, 1.0)
+    empty: float | None = None
 
     def __init__(self, guard: Any, items: Sequence[ScoredItem], *, flagged: bool = True, chat_template=None):
         items = list(items)
@@ -81,7 +78,7 @@ class Metric:
         for i, item in enumerate(items):
             self.check(i, item)
         self.guard, self.items, self.flagged, self.chat_template = guard, items, flagged, chat_template
-        self.flags = forced_flags(guard, [it.request() for it in items], flagged)
+        self.flags = [flagged] * len(items)
 
     def check(self, index: int, item: ScoredItem) -> None:
         """Raise ValueError when ``item`` cannot be scored by this metric."""
@@ -178,7 +175,9 @@ class GenerationRougeL(Metric):
         )
 
     def __call__(self) -> float:
-        pairs = zip(self.items, self.answers(), strict=True)
+        answers = self.answers()
+        self.empty = float(np.mean([not a.strip() for a in answers]))
+        pairs = zip(self.items, answers, strict=True)
         return float(np.mean([self.scorer.score(it.answer, out)["rougeL"].fmeasure for it, out in pairs]))
 
 
@@ -240,7 +239,7 @@ class FluencyPenalty:
             chat_template,
         )
         self.prompts = [it.request() for it in items]
-        self.flags = forced_flags(guard, self.prompts, True)
+        self.flags = [True] * len(self.prompts)
         self.baseline = self.fluency(flagged=False)
 
     def fluency(self, *, flagged: bool) -> float:
@@ -378,6 +377,8 @@ class Evaluation:
     penalty: float
     objective: float
     seconds: float
+    empty: float | None = None
+    """Share of empty answers (metrics that generate answers)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -432,10 +433,11 @@ class GuardObjective:
         self.guard.config = self.base.replace(**changes)
         value = self.metric()
         gap = abs(value - self.target)
+        empty = getattr(self.metric, "empty", None)
         penalty = float(sum(p() for p in self.penalties))
         self.calls += 1
         evaluation = Evaluation(
-            self.calls - 1, changes, value, gap, penalty, gap + penalty, time.perf_counter() - start
+            self.calls - 1, changes, value, gap, penalty, gap + penalty, time.perf_counter() - start, empty
         )
         self.memory[key] = evaluation
         return dataclasses.replace(evaluation)
@@ -594,6 +596,10 @@ def optimize_guard(
     except BaseException:
         guard.config = objective.base
         raise
+    problem = degenerate(trace, reached)
+    if problem is not None:
+        guard.config = objective.base
+        raise SearchError(f"{name} search: {problem}; no setting was kept")
     guard.config = objective.base.replace(**best.params)
     result = SearchResult(
         best, trace, guard.config, target_value, float(tolerance), name, optimizer, seed, reached
@@ -610,6 +616,33 @@ def optimize_guard(
     if output_dir is not None:
         plot_trace(result, Path(output_dir) / PLOT_NAME)
     return result
+
+
+class SearchError(ValueError):
+    """The search ran but found nothing worth keeping (a degenerate objective)."""
+
+
+MOSTLY_EMPTY = 0.5
+"""A best point at which more than this share of answers is empty is a broken prompt, not forgetting."""
+
+
+def degenerate(trace: Sequence[Evaluation], reached: bool) -> str | None:
+    """Why a search result must not be kept, or None: most answers empty at the best point (the corruption
+    destroys the prompt, e.g. a name-reading corruption over a prompt whose names were not found), or, with the
+    target missed, one metric value at every point (the corruption does not reach what the metric reads)."""
+    best = min(trace, key=lambda e: (e.objective, strength_of(e.params), e.step))
+    if best.empty is not None and best.empty > MOSTLY_EMPTY:
+        return (
+            f"{best.empty:.0%} of the answers are empty at the best point {best.params}: the corrupted prompts "
+            "read as nothing (with scope spans, check that the guard's classifier finds the names)"
+        )
+    values = {round(e.metric, 12) for e in trace}
+    if not reached and len(trace) >= 3 and len(values) == 1:
+        return (
+            f"the metric is {trace[0].metric:.4f} at all {len(trace)} points searched: the corruption does not "
+            "move it (another scope, corruption or strength range may)"
+        )
+    return None
 
 
 def read_trace(path: str | Path) -> list[Evaluation]:

@@ -68,6 +68,15 @@ class PromptClassifier(Protocol):
     def flag(self, requests: Sequence[Request]) -> list[Flag]: ...
 
 
+@runtime_checkable
+class NameFinder(Protocol):
+    """What a classifier may add: the forget-target names in each request, without deciding a flag. The guard asks
+    for them when a caller flags a request itself (``flags=[True]``), so that scope ``spans`` corrupts the very
+    tokens it would corrupt had the classifier flagged the request."""
+
+    def names(self, requests: Sequence[Request]) -> list[tuple[str, ...]]: ...
+
+
 PromptLike = str | Sequence[Mapping[str, Any]] | Mapping[str, Any] | Request
 
 

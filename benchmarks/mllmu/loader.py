@@ -38,9 +38,19 @@ def retain_split(forget: str) -> str:
 
 
 def check_config(name: str) -> str:
+    """A hub config name, or ValueError listing them."""
     if name not in CONFIGS:
         raise ValueError(f"unknown MLLMU-Bench config {name!r}; valid configs: {', '.join(CONFIGS)}")
     return name
+
+
+def local_configs(root: str | Path) -> list[str]:
+    """The configs a local folder holds: its subfolders with parquet shards (hub names or a user's own, e.g. a
+    folder of people a model never learned)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.rglob("*.parquet")))
 
 
 def is_local(root_or_hub_id: str | Path) -> bool:
@@ -53,16 +63,16 @@ def is_local(root_or_hub_id: str | Path) -> bool:
 
 
 def shard_files(root: str | Path, name: str) -> list[Path]:
-    """The parquet shards of config ``name`` under ``root`` (``root/name/**/*.parquet``), sorted."""
-    check_config(name)
+    """The parquet shards of config ``name`` under ``root`` (``root/name/**/*.parquet``), sorted. Any config
+    name a local folder holds is read; the hub's names are the ones the evaluation looks for."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"MLLMU-Bench folder {root} does not exist")
     folder = root / name
-    if not folder.is_dir():
-        present = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in CONFIGS)
+    if not name or Path(name).name != name or not folder.is_dir():
         raise FileNotFoundError(
-            f"config folder {folder} is missing (configs present in {root}: {', '.join(present) or 'none'})"
+            f"config folder {folder} is missing (configs present in {root}: "
+            f"{', '.join(local_configs(root)) or 'none'})"
         )
     shards = sorted(folder.rglob("*.parquet"))
     if not shards:
@@ -71,17 +81,15 @@ def shard_files(root: str | Path, name: str) -> list[Path]:
 
 
 def has_config(root_or_hub_id: str | Path, name: str) -> bool:
-    """Whether a local folder holds config ``name`` (hub ids are assumed complete)."""
-    check_config(name)
+    """Whether a local folder holds config ``name`` (hub ids are assumed to hold every hub config)."""
     if not is_local(root_or_hub_id):
-        return True
+        return name in CONFIGS
     folder = Path(root_or_hub_id).expanduser() / name
     return folder.is_dir() and any(folder.rglob("*.parquet"))
 
 
 def load_config(root_or_hub_id: str | Path, name: str) -> list[dict[str, Any]]:
     """All rows of config ``name`` (split ``train``) as dicts with the hub's field names, parsed and validated."""
-    check_config(name)
     if is_local(root_or_hub_id):
         import pyarrow.parquet as pq
 
@@ -94,7 +102,7 @@ def load_config(root_or_hub_id: str | Path, name: str) -> list[dict[str, Any]]:
             rows += [normalize_row(row, f"{shard}", i) for i, row in enumerate(table.to_pylist())]
         logger.info("loaded %d rows of %s from %s", len(rows), name, root_or_hub_id)
         return rows
-    return _load_hub(str(root_or_hub_id), name)
+    return _load_hub(str(root_or_hub_id), check_config(name))
 
 
 def _load_hub(hub_id: str, name: str) -> list[dict[str, Any]]:

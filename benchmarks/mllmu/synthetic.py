@@ -26,6 +26,8 @@ from benchmarks.mllmu.loader import FORGET_SPLITS, retain_split
 logger = logging.getLogger(__name__)
 
 MANIFEST = "synthetic_manifest.json"
+NEVER_TRAINED = "Never_Trained"
+"""The config of the people no split holds and ft_Data never teaches (``write_synthetic(never_trained=...)``)."""
 LETTERS = ("A", "B", "C", "D")
 SHARD = "train-{k:05d}-of-{n:05d}.parquet"
 IMAGE_SUBJECT, TEST_IMAGE_SUBJECT = "This person", "The person shown here"
@@ -44,6 +46,8 @@ def write_synthetic(
     generation_per_modality: int = 2,
     cloze_per_modality: int = 2,
     values_per_fact: int | None = None,
+    never_trained: int = 0,
+    names: Sequence[str] | None = None,
     overwrite: bool = True,
 ) -> Path:
     """Write a synthetic MLLMU-Bench under ``root`` (one folder per config, parquet shards); return ``root``.
@@ -56,6 +60,13 @@ def write_synthetic(
     A model that learned only these profiles has then seen nearly every value, and a person it never learned is
     not told apart by unfamiliar answers: with the whole pools, a never-trained person's right option was a value
     the demo model had never seen half of the time, a learned person's never.
+
+    ``never_trained``: that many more people, written only to the config ``Never_Trained`` (evaluation rows, like
+    Full_Set's). They are in no split and not in ft_Data, Full_Set or Test_Set: a model fine-tuned on ft_Data never
+    learns them, and their scores are the level a forget set should fall to (``optimize --target Never_Trained``).
+
+    ``names``: the people's names in order (``n_profiles + never_trained``, each of two words or more) instead of
+    drawn ones, to try other name styles (hyphens, particles, accents, initials).
     """
     if n_profiles < 2:
         raise ValueError(f"n_profiles must be >= 2 (a forget and a retain profile), got {n_profiles}")
@@ -63,6 +74,17 @@ def write_synthetic(
         raise ValueError(f"n_celebrities must lie in [0, {len(CELEBRITIES)}], got {n_celebrities}")
     if n_test_images < 0:
         raise ValueError(f"n_test_images must be >= 0, got {n_test_images}")
+    if never_trained < 0:
+        raise ValueError(f"never_trained must be >= 0, got {never_trained}")
+    if names is not None:
+        names = [str(n).strip() for n in names]
+        if len(names) != n_profiles + never_trained:
+            raise ValueError(f"got {len(names)} names for {n_profiles + never_trained} people")
+        short = [n for n in names if len(n.split()) < 2]
+        if short or len(set(names)) < len(names):
+            raise ValueError(
+                f"names must be distinct, of two words or more: {short[:3] or 'a repeated name'}"
+            )
     if values_per_fact is not None and values_per_fact < 4:
         raise ValueError(
             f"values_per_fact must be >= 4 (an answer and three distractors), got {values_per_fact}"
@@ -79,7 +101,7 @@ def write_synthetic(
         shutil.rmtree(root)
     rng = random.Random(seed)
     pools = fact_pools(values_per_fact, seed)
-    people = make_people(n_profiles, rng, pools)
+    people = make_people(n_profiles + never_trained, rng, pools, names)
     counts = {"classification": classification_per_modality, "generation": generation_per_modality,
               "cloze": cloze_per_modality}  # fmt: skip
     full, test, ft = [], [], []
@@ -100,7 +122,10 @@ def write_synthetic(
         _celebrity_row(c, f"C{k + 1:03d}", n_profiles + k, rng, image_size, with_images)
         for k, c in enumerate(CELEBRITIES[:n_celebrities])
     ]
-    ids = [p["ID"] for p in people]
+    held = {p["ID"] for p in people[n_profiles:]}
+    never = [r for r in full if r["ID"] in held]
+    full, test, ft = ([r for r in rows if r["ID"] not in held] for rows in (full, test, ft))
+    ids = [p["ID"] for p in people[:n_profiles]]
     splits = {}
     for forget in FORGET_SPLITS:
         k = max(1, min(n_profiles - 1, round(n_profiles * int(forget.split("_")[1]) / 100)))
@@ -109,6 +134,8 @@ def write_synthetic(
     _write(root / "ft_Data", ft, _ft_schema(), shards=1)
     _write(root / "Test_Set", test, _schema("images"), shards=2 if len(test) >= 2 else 1)
     _write(root / "Retain_Set", celebrities, _schema("image"))
+    if never:
+        _write(root / NEVER_TRAINED, never, _schema("image"))
     for forget, forget_ids in splits.items():
         chosen = set(forget_ids)
         _write(root / forget, [r for r in full if r["ID"] in chosen], _schema("image"))
@@ -122,6 +149,7 @@ def write_synthetic(
         "with_images": with_images,
         "values_per_fact": values_per_fact,
         "splits": splits,
+        "never_trained": sorted(held),
         "names": {p["ID"]: p["Name"] for p in people},
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -148,10 +176,13 @@ def fact_pools(values_per_fact: int | None, seed: int) -> dict[str, tuple[str, .
 
 
 def make_people(
-    n: int, rng: random.Random, pools: dict[str, tuple[str, ...]] | None = None
+    n: int,
+    rng: random.Random,
+    pools: dict[str, tuple[str, ...]] | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """``n`` fictitious people: ID, Name, gender, eye colour, one value per askable fact (from ``pools``, default
-    the vocabulary's) and a biography."""
+    """``n`` fictitious people: ID, Name (drawn, or ``names[i]``), gender, eye colour, one value per askable fact
+    (from ``pools``, default the vocabulary's) and a biography."""
     pools = pools or fact_pools(None, 0)
     firsts = [(f, "Female") for f in vocab.FEMALE_FIRST] + [(m, "Male") for m in vocab.MALE_FIRST]
     firsts = [f for f in firsts if f[0] not in CELEBRITY_NAME_PARTS]
@@ -174,7 +205,8 @@ def make_people(
         facts = {slot.name: rng.choice(pools[slot.name]) for slot in vocab.SLOTS}
         while facts["residence"] == facts["birthplace"]:
             facts["residence"] = rng.choice(pools["residence"])
-        person = {"ID": f"{i + 1:0{width}d}", "Name": f"{first} {last}", "Gender": gender,
+        name = names[i] if names is not None else f"{first} {last}"
+        person = {"ID": f"{i + 1:0{width}d}", "Name": name, "Gender": gender,
                   "eyes": rng.choice(vocab.EYES), "facts": facts}  # fmt: skip
         person["biography"] = _biography(person, rng)
         people.append(person)
@@ -415,6 +447,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--text-only", action="store_true", help="rows without images")
     parser.add_argument(
+        "--never-trained",
+        type=int,
+        default=0,
+        help=f"more people, only in the config {NEVER_TRAINED} (in no split, not in ft_Data): the level to forget to",
+    )
+    parser.add_argument(
+        "--names", default=None, help="a text file with one name per line, used instead of drawn names"
+    )
+    parser.add_argument(
         "--test-images",
         type=int,
         default=3,
@@ -423,9 +464,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = write_synthetic(args.root, args.profiles, args.celebrities, args.seed, image_size=args.image_size,
                            n_test_images=args.test_images, with_images=not args.text_only,
-                           values_per_fact=args.values_per_fact)  # fmt: skip
+                           values_per_fact=args.values_per_fact, never_trained=args.never_trained,
+                           names=_read_names(args.names))  # fmt: skip
     print(f"wrote {path}")
     return 0
+
+
+def _read_names(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 if __name__ == "__main__":

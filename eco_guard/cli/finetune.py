@@ -8,6 +8,8 @@ HELP = "fine-tune a base model on MLLMU-Bench QA pairs (LoRA by default, merged 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from benchmarks.finetune import FinetuneConfig
+
     parser.add_argument("--data", required=True, help="MLLMU-Bench folder (hub layout) or hub id")
     parser.add_argument(
         "--config", default="ft_Data", help="config holding image + metadata QA rows (default ft_Data)"
@@ -21,10 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lora.add_argument(
         "--full", dest="lora", action="store_false", help="train all language-model weights instead"
     )
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--lora-r", type=int, default=16)
+    defaults = FinetuneConfig()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--lora-r", type=int, default=defaults.lora_r)
     parser.add_argument("--max-profiles", type=int, default=None, help="teach only the first N profiles")
     parser.add_argument("--ids", nargs="+", default=None, help="teach only these profile IDs")
     parser.add_argument("--train-projector", action="store_true", help="also train the multimodal projector")

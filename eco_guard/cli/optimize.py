@@ -1,19 +1,20 @@
-"""``eco-guard optimize``: learn the corruption settings on an MLLMU-Bench forget split, write them into the guard."""
+"""``eco-guard optimize``: learn the corruption settings on an MLLMU-Bench forget split, write them into the guard.
+
+The forget questions are the ones ``eco-guard evaluate`` asks (reference prompts, the same seed's few-shot draws),
+every one flagged and corrupted where serving corrupts it: the guard folder's classifier finds the names scope
+``spans`` reads. The target is the same metric, measured unguarded on people the model never learned.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping
-from typing import Any
 
 HELP = "search the corruption strength (and family, n/k) so the forget set scores like a never-trained model"
 
-INSTRUCTION = "Just give ONE letter representing the answer directly."
-GENERATION_INSTRUCTION = "Answer the question based on your trained knowledge in one sentence in ENGLISH."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from eco_guard.optimize import DEFAULT_OPTIMIZER, METRICS
+    from benchmarks.mllmu.search_metrics import FALLBACK_ORDER, SEARCH_METRICS
+    from eco_guard.optimize import DEFAULT_OPTIMIZER
 
     parser.add_argument(
         "--data", required=True, help="MLLMU-Bench root (local folder laid out like the hub) or hub id"
@@ -21,19 +22,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forget", required=True, help="forget split, e.g. forget_5")
     parser.add_argument("--model", required=True, help="model alias (smollm2), folder or hub id")
     parser.add_argument(
-        "--guard", required=True, help="guard folder: its config is read (if any) and updated"
+        "--guard",
+        required=True,
+        help="guard folder: its classifier finds the names scope spans corrupts; its config is read (if any) "
+        "and updated",
     )
-    parser.add_argument("--metric", default="mc_accuracy", choices=sorted(METRICS))
+    parser.add_argument(
+        "--metric",
+        default=None,
+        choices=list(SEARCH_METRICS),
+        help=f"what the search matches (default: {FALLBACK_ORDER[0]}, else the first of "
+        f"{', '.join(FALLBACK_ORDER[1:])} the forget split has questions for). "
+        + "; ".join(f"{m.name}: {m.description}" for m in SEARCH_METRICS.values()),
+    )
     parser.add_argument(
         "--target",
-        default="0.25",
-        help="a number in the metric's range (e.g. chance, 0.25), or a config of --data whose profiles the model "
-        "never learned (scored unguarded, forget profiles excluded), e.g. Test_Set",
+        required=True,
+        help="the level to reach: a number in the metric's range; a config of --data holding people the model "
+        "never learned (e.g. Never_Trained, written by the synthetic generator's --never-trained); or another "
+        "folder of such people (a config folder, or a benchmark folder: its --forget config, else Full_Set). "
+        "People are scored unguarded with the same questions; forget people are left out",
     )
     parser.add_argument("--tolerance", type=float, default=0.05, help="stop when |metric - target| <= this")
     parser.add_argument("--budget", type=int, default=30, help="maximum number of evaluations")
     parser.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, help="nevergrad optimizer name")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the search")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the search and, as evaluate's --seed, of the few-shot draws",
+    )
+    parser.add_argument("--few-shot", type=int, default=1, help="few-shot profiles per task, as evaluate's")
+    parser.add_argument("--no-leak", action="store_true", help="as evaluate's --no-leak")
     parser.add_argument(
         "--strength-range",
         type=float,
@@ -99,56 +119,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fluency-weight", type=float, default=0.0, help="penalize babbling answers (0: off)"
     )
     parser.add_argument(
-        "--options",
-        choices=("text", "letter"),
-        default="text",
-        help="multiple choice: score the option texts, or the option letters after the listed options",
-    )
-    parser.add_argument(
         "--modality",
         choices=("text", "image", "all"),
         default=None,
         help="which questions (default: text-only for language models, all for multimodal ones)",
     )
-    parser.add_argument("--max-items", type=int, default=None, help="use at most this many questions per set")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="answer length for rouge_l")
+    parser.add_argument(
+        "--max-items", type=int, default=None, help="use at most this many questions per side"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=50, help="greedy tokens per answer (evaluate's default: 50)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.mllmu import load_config
+    from benchmarks.mllmu import search_metrics as sm
     from eco_guard.config import CONFIG_NAME, GuardConfig
     from eco_guard.corruption import USES_TARGET
-    from eco_guard.guard import EcoGuard, saved_image_surrogates
+    from eco_guard.guard import EcoGuard, load_classifier, saved_image_surrogates
     from eco_guard.models import load_model
-    from eco_guard.optimize import BLEND_RANGE, PLOT_NAME, TRACE_NAME, SearchSpace, optimize_guard
+    from eco_guard.optimize import (
+        BLEND_RANGE,
+        PLOT_NAME,
+        TRACE_NAME,
+        ScoredItem,
+        SearchSpace,
+        check_target,
+        optimize_guard,
+    )  # fmt: skip
 
-    model, processor = load_model(args.model)
     config = (
         GuardConfig.from_pretrained(args.guard) if Path(args.guard, CONFIG_NAME).is_file() else GuardConfig()
     )
     changes = {"corruption": args.corruption, "image_corruption": args.image_corruption, "scope": args.scope,
                "surrogate_given_names": args.surrogate_given_names, "surrogate_surnames": args.surrogate_surnames}  # fmt: skip
     config = config.replace(**{k: v for k, v in changes.items() if v is not None})
-    faces = args.surrogate_faces or saved_image_surrogates(args.guard)
-    guard = EcoGuard(model, processor, config=config, image_surrogates=faces)
-    modality = args.modality or ("all" if guard.multimodal else "text")
-    forget_rows = load_config(args.data, args.forget)
-    items = rows_to_items(forget_rows, args.metric, modality, args.options)[: args.max_items]
-    if not items:
+    classifier = load_classifier(args.guard)
+    if classifier is None and "spans" in config.scope:
         raise ValueError(
-            f"{args.forget} of {args.data} yields no {modality} questions for metric {args.metric}"
+            f"{args.guard} holds no classifier, and scope spans corrupts the names a classifier finds: train one "
+            f"into the folder first (eco-guard train-classifier --out {args.guard}) or search --scope prompt"
         )
-    target: Any
+    if classifier is None:
+        print(f"{args.guard} holds no classifier: each forget question is corrupted over its whole prompt")
+    model, processor = load_model(args.model)
+    faces = args.surrogate_faces or saved_image_surrogates(args.guard)
+    guard = EcoGuard(model, processor, classifier=classifier, config=config, image_surrogates=faces)
+    modality = args.modality or ("all" if guard.multimodal else "text")
+    draws = {"seed": args.seed, "few_shot": args.few_shot, "no_leak": args.no_leak, "modality": modality}
+    asked = sm.forget_questions(args.data, args.forget, **draws)
+    if not asked:
+        raise ValueError(f"{args.forget} of {args.data} has no {modality} questions")
+    metric, note = sm.pick_metric(asked, args.metric)
+    if note:
+        print(f"{args.forget}: {note}")
+    items = sm.questions(asked, metric)[: args.max_items]
+    if not items:
+        raise ValueError(f"{args.forget} of {args.data} yields no {modality} questions for metric {metric}")
+    sizes = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
     try:
-        target = float(args.target)
+        target, source = float(args.target), "given"
     except ValueError:
-        forget_ids = {str(r.get("ID")) for r in forget_rows}
-        heldout_rows = [r for r in load_config(args.data, args.target) if str(r.get("ID")) not in forget_ids]
-        target = rows_to_items(heldout_rows, args.metric, modality, args.options)[: args.max_items]
-        if not target:
-            raise ValueError(f"target set {args.target} has no profiles outside {args.forget}") from None
+        rows, where = sm.target_rows(args.data, args.forget, args.target)
+        heldout = sm.questions(sm.forget_questions(args.data, args.forget, rows=rows, **draws), metric)
+        heldout = heldout[: args.max_items]
+        if not heldout:
+            raise ValueError(f"{where} has no {modality} questions for metric {metric}") from None
+        target = sm.ForgetMetric(guard, heldout, metric, flagged=False, **sizes)()
+        source = f"measured unguarded on {len(heldout)} questions about {len(rows)} people of {where}"
+    check_target(metric, target, sm.metric_bounds(metric))
+    print(f"target {metric} = {target:.4f} ({source})")
     family = config.image_corruption_name if args.search == "image_strength" else config.corruption
     scale = args.scale or ("linear" if USES_TARGET[family] and not args.corruptions else "log")
     default_range = BLEND_RANGE if scale == "linear" else (1e-2, 1e4)
@@ -161,77 +204,25 @@ def run(args: argparse.Namespace) -> int:
     )
     result = optimize_guard(
         guard,
-        items,
+        [ScoredItem(it.prompt, image=it.image) for it in items],
         target=target,
-        metric=args.metric,
+        metric=sm.ForgetMetric(guard, items, metric, **sizes),
         tolerance=args.tolerance,
         budget=args.budget,
         optimizer=args.optimizer,
         seed=args.seed,
         space=space,
         fluency_weight=args.fluency_weight,
-        chat_template=None,
-        max_new_tokens=args.max_new_tokens,
+        chat_template=False,
         output_dir=args.guard,
     )
     guard.save_settings(args.guard)
     best = result.best
     status = "within" if result.reached else "NOT within"
     print(
-        f"{len(items)} forget questions, {len(result.trace)} evaluations ({result.optimizer}, seed {result.seed})\n"
-        f"target {args.metric} = {result.target:.4f}; best {best.metric:.4f} ({status} tolerance {result.tolerance})\n"
-        f"best parameters: {best.params}\n"
+        f"{len(items)} forget questions ({metric}), {len(result.trace)} evaluations ({result.optimizer}, seed "
+        f"{result.seed})\ntarget {metric} = {result.target:.4f}; best {best.metric:.4f} ({status} tolerance "
+        f"{result.tolerance})\nbest parameters: {best.params}\n"
         f"wrote {Path(args.guard) / CONFIG_NAME}, {Path(args.guard) / TRACE_NAME}, {Path(args.guard) / PLOT_NAME}"
     )
     return 0 if result.reached else 1
-
-
-def rows_to_items(
-    rows: Iterable[Mapping[str, Any]], metric: str, modality: str, options: str = "text"
-) -> list:
-    """MLLMU-Bench rows -> ScoredItems: classification questions for ``mc_accuracy``, generation questions for
-    ``answer_loglik`` / ``rouge_l``; image questions carry the profile's image."""
-    from eco_guard.optimize import ScoredItem
-
-    kinds = {"text": ("Pure_Text",), "image": ("Image_Textual",), "all": ("Image_Textual", "Pure_Text")}[
-        modality
-    ]
-    items = []
-    for row in rows:
-        image = row.get("image")
-        if image is None and row.get("images"):
-            image = row["images"][0]
-        if metric == "mc_accuracy":
-            task = row.get("Classification_Task") or {}
-            for kind in kinds:
-                if kind == "Image_Textual" and image is None:
-                    continue
-                for q in task.get(f"{kind}_Questions", ()):
-                    keys = sorted(q["Options"])
-                    if q["Correct_Answer"] not in keys:
-                        continue
-                    listed = "\n".join(f"{k}: {q['Options'][k]}" for k in keys)
-                    if options == "letter":
-                        prompt, choices = f"{q['Question']}\n{listed}\n{INSTRUCTION}", tuple(keys)
-                    else:
-                        prompt, choices = q["Question"], tuple(q["Options"][k] for k in keys)
-                    items.append(
-                        ScoredItem(
-                            prompt,
-                            choices=choices,
-                            correct=keys.index(q["Correct_Answer"]),
-                            image=image if kind == "Image_Textual" else None,
-                        )
-                    )
-        else:
-            for q in row.get("Generation_Task") or ():
-                if q.get("Type") not in kinds or (q.get("Type") == "Image_Textual" and image is None):
-                    continue
-                items.append(
-                    ScoredItem(
-                        f"{q['Question']}\n{GENERATION_INSTRUCTION}",
-                        answer=q["Ground_Truth"],
-                        image=image if q.get("Type") == "Image_Textual" else None,
-                    )
-                )
-    return items

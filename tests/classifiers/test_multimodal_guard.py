@@ -209,3 +209,44 @@ def test_head_gets_its_share_of_the_rate(fitted, people, tmp_path) -> None:
     assert MultimodalClassifier.from_pretrained(tmp_path / "clf").text_head_share == 0.25
     with pytest.raises(ValueError, match="text_head_share"):
         MultimodalClassifier(classifier.text, text_head_share=0.0)
+
+
+def test_a_forced_flag_keeps_the_names_and_no_name_falls_back(fitted, people, tiny_llava, caplog) -> None:
+    """``flags=[True]`` corrupts what the classifier's flag would: the names it finds. A flagged prompt without a
+    name gets the fallback corruption over the whole prompt, never surrogate names for every word."""
+    import logging
+
+    import torch
+
+    from eco_guard.config import GuardConfig
+    from eco_guard.guard import EcoGuard
+    from eco_guard.requests import Flag
+
+    classifier, _ = fitted
+    target = people[0][0]
+    model, processor = tiny_llava
+    config = GuardConfig(corruption="substitute", strength=1.0, scope=("spans",), fallback_strength=3.0)
+    guard = EcoGuard(model, processor, classifier=classifier, config=config)
+    requests = guard._requests([f"Where does {target.name} live?", "Who was the smartest person in history?"])
+    forced = guard.decide(requests, [True, True])
+    assert forced[0].terms == classifier.flag(requests[:1])[0].terms == (target.name,)
+    assert forced[1].flagged and forced[1].terms == ()
+    batch = guard.encode(requests)
+    with caplog.at_level(logging.WARNING, logger="eco_guard.guard"):
+        plan = guard.plan(batch, forced, (2, max(i.numel() for i in batch.ids)))
+    named, unnamed = plan.text_rows
+    spans = guard.prompt_mask(batch.prompts[0], batch.ids[0], (target.name,))
+    assert not named.fallback and torch.equal(named.mask, spans) and 0 < int(spans.sum()) < spans.numel() - 1
+    assert unnamed.fallback and int(unnamed.mask.sum()) == batch.ids[1].numel() - 1
+    assert "1 flagged request(s) name no forget target" in caplog.text
+    assert guard.renames(unnamed) == [] and {o for _, o in guard.renames(named)} == set(target.name.split())
+    # the unnamed row gets noise on its first dimension (noise_first_n), not surrogate names in every dimension
+    embeds = model.get_input_embeddings()(guard._collate(batch.ids)["input_ids"])
+    out = guard._corrupt_rows(embeds, plan.text_rows)
+    assert torch.equal(out[1, :, 1:], embeds[1, :, 1:]) and not torch.equal(out[1, :, 0], embeds[1, :, 0])
+    assert not torch.equal(
+        out[0, :, 1:], embeds[0, :, 1:]
+    )  # the named row: its names move in every dimension
+    # a flag the caller gives with its own names keeps them; an unflagged one asks for none
+    own = guard.decide(requests, [Flag(True, 1.0, "caller", ("Somebody Else",)), False])
+    assert own[0].terms == ("Somebody Else",) and not own[1].flagged and own[1].terms == ()

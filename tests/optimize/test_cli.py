@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from eco_guard.cli import main
-from eco_guard.cli.optimize import rows_to_items
 from eco_guard.config import GuardConfig
 from eco_guard.optimize import PLOT_NAME, TRACE_NAME
 
@@ -17,7 +17,7 @@ def data(tmp_path_factory):
     from benchmarks.mllmu import write_synthetic
 
     return write_synthetic(
-        tmp_path_factory.mktemp("mllmu"), n_profiles=20, n_celebrities=1, with_images=False
+        tmp_path_factory.mktemp("mllmu"), n_profiles=20, n_celebrities=1, with_images=False, never_trained=3
     )
 
 
@@ -29,63 +29,81 @@ def model_dir(tiny_guard, tmp_path_factory):
     return folder
 
 
-def test_rows_to_items(data):
+def test_the_search_asks_what_evaluate_asks(data):
+    """The forget questions are evaluate's own items (same prompts, same few-shot draws); the target's people are
+    asked the same questions in the forget split's place."""
+    from benchmarks.mllmu import evaluate as ev
     from benchmarks.mllmu import load_config
+    from benchmarks.mllmu.search_metrics import forget_questions, questions, target_rows
 
-    rows = load_config(data, "forget_10")
-    mc = rows_to_items(rows, "mc_accuracy", "text")
-    questions = [q for r in rows for q in r["Classification_Task"]["Pure_Text_Questions"]]
-    assert len(mc) == len(questions)
-    first = questions[0]
-    assert (
-        mc[0].prompt == first["Question"]
-        and mc[0].choices[mc[0].correct] == first["Options"][first["Correct_Answer"]]
+    bench = ev.load_benchmark(data, "forget_10")
+    sampler = ev.ShotSampler(bench, 0, 1, False)
+    expected = ev.build_items("forget", bench.sets["forget"], sampler, 0, ("text_only",), bench.names)
+    asked = forget_questions(data, "forget_10", modality="text")
+    assert [it.prompt for it in asked] == [it.prompt for it in expected] and asked
+    assert {it.task for it in asked} == {"classification", "cloze", "generation"}
+    assert [it.task for it in questions(asked, "rouge_l")] == ["generation"] * len(
+        questions(asked, "rouge_l")
     )
-    letters = rows_to_items(rows, "mc_accuracy", "text", options="letter")
-    assert letters[0].choices == ("A", "B", "C", "D") and "A: " in letters[0].prompt
-    gen = rows_to_items(rows, "rouge_l", "text")
-    assert gen and all(it.answer and it.image is None for it in gen)
-    assert rows_to_items(rows, "mc_accuracy", "image") == []  # text-only rows: no image questions
+    rows, source = target_rows(data, "forget_10", "Never_Trained")
+    never = {r["ID"] for r in load_config(data, "Never_Trained")}
+    assert {r["ID"] for r in rows} == never and "Never_Trained" in source
+    assert not never & {r["ID"] for r in load_config(data, "Full_Set")}  # nobody learns them
+    theirs = forget_questions(data, "forget_10", rows=rows, modality="text")
+    assert {it.id for it in theirs} <= never and len({it.id for it in theirs}) >= 2
+    # another folder: a config folder of parquet shards, or a benchmark folder's Full_Set
+    assert {r["ID"] for r in target_rows(data, "forget_10", str(data / "Never_Trained"))[0]} == never
+    with pytest.raises(ValueError, match="no profiles outside forget_10"):  # its forget_10: the same people
+        target_rows(data, "forget_10", str(data))
+    with pytest.raises(ValueError, match="neither a number, a config of"):
+        target_rows(data, "forget_10", "Nobody_Set")
+
+
+def test_a_metric_without_questions_gives_way_to_one_with_them(data):
+    from benchmarks.mllmu.search_metrics import forget_questions, pick_metric, questions
+
+    asked = forget_questions(data, "forget_10", modality="text")
+    assert pick_metric(asked, None) == ("mc_accuracy", None)
+    open_only = [it for it in asked if it.task == "generation"]
+    assert pick_metric(open_only, None) == (
+        "rouge_l",
+        "no classification questions for mc_accuracy; searching rouge_l instead",
+    )
+    with pytest.raises(ValueError, match="metric cloze reads cloze questions, and there are only generation"):
+        pick_metric(open_only, "cloze")
+    assert questions(asked, "cloze") and all(it.task == "cloze" for it in questions(asked, "cloze"))
 
 
 def test_cli_writes_config_trace_and_plot(data, model_dir, tmp_path, capsys):
     guard_dir = tmp_path / "guard"
     GuardConfig(corruption="noise_top_k", dims=2).save_pretrained(guard_dir)
-    args = [
-        "optimize",
-        "--data",
-        str(data),
-        "--forget",
-        "forget_10",
-        "--model",
-        str(model_dir),
-        "--guard",
-        str(guard_dir),
-    ]
+    args = ["optimize", "--data", str(data), "--forget", "forget_10", "--model", str(model_dir), "--guard",
+            str(guard_dir)]  # fmt: skip
     code = main([*args, "--metric", "answer_loglik", "--target", "-20", "--tolerance", "0", "--budget", "4"])
     assert code == 1  # a target no setting meets exactly: the search reports it did not reach the tolerance
     out = capsys.readouterr().out
-    assert "4 evaluations" in out and "NOT within" in out
+    assert "4 evaluations" in out and "NOT within" in out and "target answer_loglik = -20.0000 (given)" in out
     config = GuardConfig.from_pretrained(guard_dir)
     trace = [json.loads(line) for line in (guard_dir / TRACE_NAME).read_text().splitlines()]
     assert len(trace) == 4 and (guard_dir / PLOT_NAME).is_file()
+    assert len({round(e["metric"], 6) for e in trace}) > 1  # the strength moves the metric
     best = min(trace, key=lambda e: (e["objective"], e["params"]["strength"]))
     assert config.strength == pytest.approx(best["params"]["strength"])
     assert (config.corruption, config.dims) == ("noise_top_k", 2)  # unsearched fields keep the guard's values
-    assert main([*args, "--target", "Test_Set", "--budget", "2"]) in (0, 1)
-    assert "target mc_accuracy = " in capsys.readouterr().out
-    assert len((guard_dir / TRACE_NAME).read_text().splitlines()) == 2
-    # the starting family and scope from the command line; the search moves the surrogate blend
-    code = main([*args, "--corruption", "substitute", "--scope", "spans", "--strength-range", "0.01", "1",
-                 "--budget", "2", "--surrogate-given-names", "Nora", "Elias", "Ophelia",
-                 "--surrogate-surnames", "Montague", "Pennington"])  # fmt: skip
-    config = GuardConfig.from_pretrained(guard_dir)
-    assert code in (0, 1) and (config.corruption, config.scope) == ("substitute", ("spans",))
-    assert 0.01 <= config.strength <= 1
-    assert (config.surrogate_given_names, config.surrogate_surnames) == (
-        ("Nora", "Elias", "Ophelia"),
-        ("Montague", "Pennington"),
+    # the target measured on the never-trained people, and printed
+    code = main([*args, "--metric", "answer_loglik", "--target", "Never_Trained", "--budget", "2",
+                 "--tolerance", "0"])  # fmt: skip
+    out = capsys.readouterr().out
+    measured = re.search(
+        r"target answer_loglik = (-[\d.]+) \(measured unguarded on (\d+) questions about 3 people", out
     )
+    assert code == 1 and measured and float(measured.group(1)) < 0 and int(measured.group(2)) > 0
+    assert len((guard_dir / TRACE_NAME).read_text().splitlines()) == 2
+    # substitute over spans needs the names a classifier finds: without one in the folder, a clear refusal
+    code = main([*args, "--corruption", "substitute", "--scope", "spans", "--target", "0.3", "--budget", "2",
+                 "--surrogate-given-names", "Nora", "Elias", "Ophelia"])  # fmt: skip
+    assert code == 2 and "holds no classifier, and scope spans corrupts the names" in capsys.readouterr().err
+    assert GuardConfig.from_pretrained(guard_dir).corruption == "noise_top_k"  # nothing written
 
 
 def test_cli_bad_input(data, model_dir, tmp_path, capsys):
@@ -99,22 +117,32 @@ def test_cli_bad_input(data, model_dir, tmp_path, capsys):
         str(model_dir),
         "--guard",
         str(tmp_path),
+        "--target",
+        "0.25",
     ]
     assert main([*args, "--budget", "0"]) == 2
     assert "budget must be a positive integer" in capsys.readouterr().err
     assert main([*args, "--target", "2"]) == 2
     assert "outside the range" in capsys.readouterr().err
+    assert main([*args, "--target", "Nobody_Set"]) == 2
+    assert "neither a number, a config of" in capsys.readouterr().err
+    assert main([*args, "--metric", "mc_accuracy", "--modality", "image"]) == 2  # text-only rows
+    err = capsys.readouterr().err
+    assert "forget_10 of" in err and "has no image questions" in err
     assert main([*args, "--optimizer", "Bogus"]) == 2
     assert "unknown nevergrad optimizer" in capsys.readouterr().err
     assert main([*args, "--search", "image_strength"]) == 2
     assert "leaves images alone" in capsys.readouterr().err
     assert main([*args, "--scale", "log", "--strength-range", "0", "1"]) == 2
     assert "0 < low < high < inf (log scale)" in capsys.readouterr().err
-    assert main([*args, "--corruption", "substitute", "--surrogate-faces", str(tmp_path / "face.png")]) == 2
+    assert main([*args, "--corruption", "substitute"]) == 2  # the folder's scope is prompt
+    assert "scope 'prompt' would turn every word of a flagged prompt into a name" in capsys.readouterr().err
+    faces = ["--image-corruption", "substitute", "--surrogate-faces", str(tmp_path / "face.png")]
+    assert main([*args, *faces, "--scope", "image"]) == 2
     assert "takes no images" in capsys.readouterr().err
     assert main([*args, "--corruption", "blur"]) == 2
     assert "unknown corruption 'blur'" in capsys.readouterr().err
-    assert main([*args, "--corruption", "substitute", "--surrogate-given-names", "nora"]) == 2
+    assert main([*args, "--corruption", "substitute", "--scope", "spans", "--surrogate-given-names", "nora"]) == 2
     assert "surrogate_given_names must be capitalized words" in capsys.readouterr().err
 
 
@@ -138,7 +166,7 @@ def test_cli_surrogate_faces_for_image_questions(tiny_llava, tmp_path, capsys):
         Image.new("RGB", (64, 64), colour).save(faces[-1])
     guard_dir = tmp_path / "guard"
     args = ["optimize", "--data", str(data), "--forget", "forget_10", "--model", str(model_dir), "--guard",
-            str(guard_dir), "--metric", "rouge_l", "--target", "0.1", "--modality", "image", "--scope", "image",
+            str(guard_dir), "--metric", "answer_loglik", "--target", "-5", "--modality", "image", "--scope", "image",
             "--search", "image_strength", "--image-corruption", "substitute", "--budget", "2", "--max-items", "2",
             "--max-new-tokens", "2"]  # fmt: skip
     assert main([*args, "--surrogate-faces", *map(str, faces)]) in (0, 1)

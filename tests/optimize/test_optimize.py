@@ -13,6 +13,7 @@ from eco_guard.optimize import (
     PLOT_NAME,
     TRACE_NAME,
     ScoredItem,
+    SearchError,
     SearchSpace,
     make_metric,
     optimize_guard,
@@ -88,7 +89,8 @@ def test_trace_plot_and_best_config(guard, tmp_path):
     )  # fmt: skip
     lines = [json.loads(line) for line in (tmp_path / TRACE_NAME).read_text().splitlines()]
     assert [line["step"] for line in lines] == list(range(5))
-    assert set(lines[0]) == {"step", "params", "metric", "gap", "penalty", "objective", "seconds"}
+    assert set(lines[0]) == {"step", "params", "metric", "gap", "penalty", "objective", "seconds", "empty"}
+    assert lines[0]["empty"] is None  # a log-likelihood generates no answers
     assert read_trace(tmp_path / TRACE_NAME) == result.trace
     assert (tmp_path / PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     best = min(result.trace, key=lambda e: e.objective)
@@ -120,8 +122,8 @@ def test_searches_family_and_dims(guard):
         strength=(0.1, 1000.0), corruptions=("noise_first_n", "noise_top_k", "zero_first_n"), dims=(1, 16)
     )
     result = optimize_guard(
-        guard, ITEMS, target=0.0, metric="mc_accuracy", tolerance=0.0, budget=8, space=space, chat_template=False,
-        progress=False,
+        guard, ITEMS, target=-1.0, metric="answer_loglik", tolerance=0.0, budget=8, space=space,
+        chat_template=False, progress=False,
     )  # fmt: skip
     for e in result.trace:
         assert set(e.params) == {"strength", "corruption", "dims"}
@@ -301,3 +303,27 @@ def test_bad_input(guard):
     with pytest.raises(ValueError, match="parameter must be one of"):
         run(space=SearchSpace(parameter="dims"))
     assert guard.config == GuardConfig(corruption="noise_first_n", strength=100.0, dims=1)
+
+
+def test_a_degenerate_search_stops_loudly_and_keeps_nothing(guard, tmp_path):
+    """A metric that no setting moves, or answers that are mostly empty, end the search with a clear error and
+    the guard's config as it was."""
+
+    class Flat:
+        name, bounds = "flat", (0.0, 1.0)
+
+        def __call__(self) -> float:
+            return 0.25
+
+    class Mute(Flat):
+        name, empty = "mute", 0.9
+
+    before = guard.config
+    with pytest.raises(SearchError, match="the metric is 0.2500 at all 4 points searched"):
+        optimize_guard(guard, [], target=0.6, metric=Flat(), tolerance=0.01, budget=4, progress=False)
+    assert guard.config == before
+    with pytest.raises(SearchError, match="90% of the answers are empty at the best point"):
+        optimize_guard(guard, [], target=0.25, metric=Mute(), budget=4, progress=False, output_dir=tmp_path)
+    assert guard.config == before and not (tmp_path / "guard_config.json").exists()
+    # flat but on target is a result, not a failure
+    assert optimize_guard(guard, [], target=0.25, metric=Flat(), budget=4, progress=False).reached
