@@ -52,7 +52,10 @@ def test_round_trip(tmp_path):
         ({"image_corruption": "blur"}, "unknown image_corruption 'blur'"),
         ({"fallback_corruption": "substitute"}, "fallback_corruption 'substitute' must be a corruption that"),
         ({"fallback_strength": -1.0}, "fallback_strength must be a finite number >= 0"),
-        ({"corruption": "substitute"}, "scope 'prompt' would turn every word of a flagged prompt into a name"),
+        (
+            {"corruption": "substitute"},
+            "scope 'prompt' would turn every word of a flagged prompt into a name",
+        ),
         (
             {"surrogate_given_names": ("anna",)},
             "surrogate_given_names must be capitalized words of letters only",

@@ -142,7 +142,10 @@ def test_cli_bad_input(data, model_dir, tmp_path, capsys):
     assert "takes no images" in capsys.readouterr().err
     assert main([*args, "--corruption", "blur"]) == 2
     assert "unknown corruption 'blur'" in capsys.readouterr().err
-    assert main([*args, "--corruption", "substitute", "--scope", "spans", "--surrogate-given-names", "nora"]) == 2
+    assert (
+        main([*args, "--corruption", "substitute", "--scope", "spans", "--surrogate-given-names", "nora"])
+        == 2
+    )
     assert "surrogate_given_names must be capitalized words" in capsys.readouterr().err
 
 

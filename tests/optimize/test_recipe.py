@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -49,8 +50,10 @@ def test_train_optimize_evaluate_on_text_only_profiles(recipe, capsys):
                  "--metric", "rouge_l", "--target", "Never_Trained", "--strength-range", "0", "1",
                  "--tolerance", "0.03", "--budget", "8"])  # fmt: skip
     out = capsys.readouterr().out
-    target = float(re.search(r"target rouge_l = ([\d.]+) \(measured unguarded on \d+ questions", out).group(1))
-    trace = [json.loads(line) for line in open(f"{guard}/optimize_trace.jsonl")]
+    target = float(
+        re.search(r"target rouge_l = ([\d.]+) \(measured unguarded on \d+ questions", out).group(1)
+    )
+    trace = [json.loads(line) for line in Path(guard, "optimize_trace.jsonl").read_text().splitlines()]
     assert code == 0, out
     assert all(e["empty"] == 0.0 for e in trace)  # every answer of every point has words
     metrics = [e["metric"] for e in trace]
