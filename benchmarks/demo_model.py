@@ -30,16 +30,21 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.finetune import FinetuneConfig
+from eco_guard.demo_mllm import (  # noqa: F401 (re-exported: the artifact this module builds)
+    ADAPTER_DIR,
+    ASSET_DIR,
+    FORMAT_VERSION,
+    RECIPE,
+    VISION_WEIGHTS,
+    has_artifact,
+    load_demo_model,
+    read_record,
+)
 
 logger = logging.getLogger(__name__)
 
-ASSET_DIR = Path(__file__).resolve().parent.parent / "eco_guard" / "assets" / "demo_mllm"
-RECIPE = "recipe.json"
-VISION_WEIGHTS = "vision.safetensors"
-ADAPTER_DIR = "adapter"
 VISION_LOG = "vision_log.jsonl"
 PROFILE_LOG = "finetune_log.jsonl"
-FORMAT_VERSION = 2
 LEGACY_DATA = {"classification_per_modality": 3, "generation_per_modality": 2, "cloze_per_modality": 2,
                "values_per_fact": None}  # fmt: skip
 
@@ -319,48 +324,10 @@ def build_demo_model(
     return out_dir
 
 
-def has_artifact(folder: str | Path = ASSET_DIR) -> bool:
-    folder = Path(folder)
-    return all((folder / p).exists() for p in (RECIPE, VISION_WEIGHTS, ADAPTER_DIR))
-
-
 def read_recipe(folder: str | Path = ASSET_DIR) -> tuple[DemoRecipe, dict[str, Any]]:
     """The recipe and the full record (trained / held-out IDs, timings) of an artifact."""
-    path = Path(folder) / RECIPE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: not a demo model artifact (build one with python -m benchmarks.demo_model)"
-        )
-    record = json.loads(path.read_text())
-    if record.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format_version {record.get('format_version')!r}, expected {FORMAT_VERSION}"
-        )
+    record = read_record(folder)
     return DemoRecipe.from_json(record["recipe"]), record
-
-
-def load_demo_model(folder: str | Path = ASSET_DIR) -> tuple[Any, Any]:
-    """Rebuild the demo MLLM: SmolLM2 in the LLaVA frame, the trained vision tower and projector, LoRA merged."""
-    from peft import PeftModel
-    from safetensors.torch import load_file
-
-    from eco_guard.models import build_llava
-
-    folder = Path(folder)
-    recipe, _ = read_recipe(folder)
-    model, processor = build_llava(
-        recipe.language_model, image_size=recipe.image_size, patch_size=recipe.patch_size,
-        vision_hidden=recipe.vision_hidden, vision_layers=recipe.vision_layers, seed=recipe.seed,
-    )  # fmt: skip
-    state = load_file(folder / VISION_WEIGHTS)
-    missing = [k for k in state if k not in model.state_dict()]
-    if missing:
-        raise ValueError(
-            f"{folder / VISION_WEIGHTS} does not fit the recipe's model: unknown keys {missing[:3]}"
-        )
-    model.load_state_dict(state, strict=False)
-    model = PeftModel.from_pretrained(model, folder / ADAPTER_DIR).merge_and_unload()
-    return model.eval(), processor
 
 
 def save_full_model(folder: str | Path, out_dir: str | Path) -> Path:

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "GuardConfig": "eco_guard.config",
-    "GuardFileError": "eco_guard.config",
+    "GuardFileError": "eco_guard.io",
     "EcoGuard": "eco_guard.guard",
     "Flag": "eco_guard.requests",
     "Request": "eco_guard.requests",

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from eco_guard.corruption import CORRUPTIONS, USES_TARGET, CorruptionParams
+from eco_guard.corruption import CORRUPTIONS, USES_TARGET, CorruptionParams, check_corruption
+from eco_guard.io import GuardFileError, read_document, write_document
 
 CONFIG_NAME = "guard_config.json"
 FORMAT_VERSION = 1
 SCOPES = ("prompt", "spans", "image")
 SURROGATE_FIELDS = ("surrogate_given_names", "surrogate_surnames")
-
-
-class GuardFileError(ValueError):
-    """A guard folder or file is missing, unreadable, of another format version, or was modified after saving."""
 
 
 @dataclass
@@ -102,14 +97,9 @@ class GuardConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
-        if self.corruption not in CORRUPTIONS:
-            raise ValueError(
-                f"unknown corruption {self.corruption!r}; valid names: {', '.join(sorted(CORRUPTIONS))}"
-            )
-        if self.image_corruption is not None and self.image_corruption not in CORRUPTIONS:
-            raise ValueError(
-                f"unknown image_corruption {self.image_corruption!r}; valid names: {', '.join(sorted(CORRUPTIONS))}"
-            )
+        check_corruption(self.corruption)
+        if self.image_corruption is not None:
+            check_corruption(self.image_corruption, "image_corruption")
         if self.fallback_corruption not in CORRUPTIONS or USES_TARGET[self.fallback_corruption]:
             valid = sorted(name for name in CORRUPTIONS if not USES_TARGET[name])
             raise ValueError(
@@ -187,36 +177,18 @@ class GuardConfig:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``guard_config.json`` (sorted keys, format version, sha256 of the content) into ``directory``."""
-        path = Path(directory) / CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = self.to_dict()
-        document = {"format_version": FORMAT_VERSION, "config": body, "sha256": _digest(body)}
-        path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-        return path
+        return write_document(Path(directory) / CONFIG_NAME, self.to_dict(), version=FORMAT_VERSION)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, verify: bool = True) -> GuardConfig:
         """Read a saved config. ``verify=False`` accepts a hand-edited file (it is still validated field by field)."""
         path = Path(directory)
         path = path / CONFIG_NAME if path.is_dir() else path
-        if not path.is_file():
-            raise GuardFileError(f"no guard config at {path} (expected a folder written by save_pretrained)")
         try:
-            document = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise GuardFileError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
-            raise GuardFileError(f"{path} has no 'config' object; not a guard config file")
-        if document.get("format_version") != FORMAT_VERSION:
-            raise GuardFileError(
-                f"{path} has format_version {document.get('format_version')!r}; this eco-guard reads {FORMAT_VERSION}"
-            )
-        body = document["config"]
-        if verify and document.get("sha256") != _digest(body):
-            raise GuardFileError(
-                f"{path} was modified after it was saved (sha256 mismatch); "
-                "load it with verify=False if the edit was intended"
-            )
+            body = read_document(path, version=FORMAT_VERSION, what="guard config", verify=verify)["config"]
+        except GuardFileError as err:
+            hint = "; load it with verify=False if the edit was intended" if "modified" in str(err) else ""
+            raise GuardFileError(f"{err}{hint}") from None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(body) - known)
         if unknown:
@@ -225,7 +197,3 @@ class GuardConfig:
             return cls(**body)
         except (TypeError, ValueError) as err:
             raise GuardFileError(f"{path}: invalid config: {err}") from None
-
-
-def _digest(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

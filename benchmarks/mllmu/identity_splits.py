@@ -116,7 +116,7 @@ def simulate(scores: Scores, *, splits: int = 1000, forget: int = 25, rate: floa
 
 def people_of(root: Path) -> list[Any]:
     """Forget and retain profiles of ``root`` with a portrait and Test_Set views (celebrities have none)."""
-    from eco_guard.cli.train_classifier import profiles_from_mllmu
+    from benchmarks.mllmu.profiles import profiles_from_mllmu
 
     forget, retain, _ = profiles_from_mllmu(root, "forget_5", "retain_95")
     return [p for p in forget + retain if p.image is not None and p.held_out_images]
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.005, help="the image detector's false-positive rate")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from eco_guard.cli.train_classifier import image_encoder
+    from classifiers.image_encoders import image_encoder
 
     encoder = image_encoder(args.encoder, model="")
     rows = []

@@ -3,7 +3,7 @@
 It plays the part a face-recognition model plays for real photos: a :class:`classifiers.pixels.PixelEncoder` taught
 to tell thousands of people apart across the Test_Set's kinds of transforms. Its people are drawn from an index
 range and a seed no benchmark folder uses (the generator numbers its profiles and celebrities from 0), so no person
-it learned is ever scored. The result (~1 MB) ships in ``eco_guard/assets/portrait_encoder`` with the command and
+it learned is ever scored. The result (~1 MB) ships in ``classifiers/assets/portrait_encoder`` with the command and
 the loss log that made it; ``eco-guard train-classifier --image-encoder portrait`` reads it.
 """
 
@@ -16,9 +16,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from classifiers.image_encoders import PORTRAIT_ENCODER
 from classifiers.pixels import MARGIN
 
-ASSET = Path(__file__).resolve().parents[2] / "eco_guard" / "assets" / "portrait_encoder"
+ASSET = PORTRAIT_ENCODER
 FIRST_INDEX = 100_000
 """Portrait index of the first person taught; synthetic benchmark folders use 0 up to their size."""
 

@@ -34,7 +34,7 @@ def main(batch: int = 16, new_tokens: int = 32, rounds: int = 5) -> dict[str, fl
     guard = EcoGuard(model, tokenizer, config=GuardConfig(), share_prefix=False)
     sharing = EcoGuard(model, tokenizer, config=GuardConfig())
     prompts = [QUESTIONS[i % len(QUESTIONS)] + " " * (i // len(QUESTIONS)) for i in range(batch)]
-    rendered = [guard.render(r) for r in guard._requests(prompts)]
+    rendered = [guard.render(r) for r in guard.requests(prompts)]
     kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
 
     def unwrapped() -> None:

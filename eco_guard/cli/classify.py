@@ -51,7 +51,7 @@ def read_requests(path: Path, batch_size: int) -> Iterator[list[tuple[dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from eco_guard.guard import load_classifier
+    from eco_guard.core import load_classifier
     from eco_guard.requests import to_request
 
     if args.batch_size < 1:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from classifiers import COMBINES
-
 HELP = "the whole idea on a real multimodal model: vanilla vs guarded on MLLMU-Bench-style profiles"
 
 QUESTIONS = [
@@ -25,6 +23,7 @@ QUESTIONS = [
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from benchmarks.demo import DemoSettings
+    from classifiers import COMBINES  # a constant of the light package module
 
     parser.add_argument(
         "--out", default="demo_out", help="output folder (reused as a cache; default demo_out)"

@@ -138,8 +138,10 @@ def run(args: argparse.Namespace) -> int:
 
     from benchmarks.mllmu import search_metrics as sm
     from eco_guard.config import CONFIG_NAME, GuardConfig
+    from eco_guard.core import load_classifier
     from eco_guard.corruption import USES_TARGET
-    from eco_guard.guard import EcoGuard, load_classifier, saved_image_surrogates
+    from eco_guard.faces import saved_faces
+    from eco_guard.guard import EcoGuard
     from eco_guard.models import load_model
     from eco_guard.optimize import (
         BLEND_RANGE,
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if classifier is None:
         print(f"{args.guard} holds no classifier: each forget question is corrupted over its whole prompt")
     model, processor = load_model(args.model)
-    faces = args.surrogate_faces or saved_image_surrogates(args.guard)
+    faces = args.surrogate_faces or saved_faces(args.guard)
     guard = EcoGuard(model, processor, classifier=classifier, config=config, image_surrogates=faces)
     modality = args.modality or ("all" if guard.multimodal else "text")
     draws = {"seed": args.seed, "few_shot": args.few_shot, "no_leak": args.no_leak, "modality": modality}

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from classifiers import COMBINES
-
 HELP = "fit the prompt classifier (text, names, image) on MLLMU-Bench data and report its error rates"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from classifiers import COMBINES  # a constant of the light package module
+
     parser.add_argument(
         "--data", required=True, type=Path, help="MLLMU-Bench folder (hub layout, parquet shards)"
     )
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-encoder",
         default="tower",
         help="what turns photos into vectors: tower (the --model's vision tower, default), portrait (the "
-        "identity encoder trained on synthetic portraits of other people, eco_guard/assets/portrait_encoder) "
+        "identity encoder trained on synthetic portraits of other people, classifiers/assets/portrait_encoder) "
         "or a folder written by classifiers.pixels.PixelEncoder.save",
     )
     parser.add_argument(
@@ -72,103 +72,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robustness-per-family", type=int, default=200, help="attacked prompts per family")
 
 
-def _field(row: dict[str, Any], name: str, default: Any) -> Any:
-    value = row.get(name, default)
-    if isinstance(value, str) and name != "image":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return default
-    return default if value is None else value
-
-
-def _questions(row: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """``(text-only questions, image+text questions)`` of a profile row, as the benchmark's prompts pose them."""
-    text, image = [], []
-    tasks = _field(row, "Classification_Task", {})
-    for key, bucket in (("Pure_Text_Questions", text), ("Image_Textual_Questions", image)):
-        for item in tasks.get(key, []) or []:
-            options = item.get("Options") or {}
-            if isinstance(options, str):
-                options = json.loads(options)
-            lines = [f"{k}: {v}" for k, v in sorted(options.items()) if v is not None]
-            bucket.append("\n".join([item["Question"], *lines]))
-    for task in ("Generation_Task", "Mask_Task"):
-        for item in _field(row, task, []) or []:
-            question = item["Question"].replace("__", "[Blank]")
-            (image if item.get("Type") == "Image_Textual" else text).append(question)
-    return text, image
-
-
-def profiles_from_mllmu(root: Path, forget: str, retain: str) -> tuple[list, list, list]:
-    """Forget, retain and celebrity profiles: Full_Set questions and images, with Test_Set paraphrases and
-    transformed images as held-out material."""
-    from benchmarks.mllmu.loader import load_config
-    from classifiers.training import Profile
-
-    def ids(config: str) -> set[str]:
-        return {str(r["ID"]) for r in load_config(root, config)}
-
-    full = {str(r["ID"]): r for r in load_config(root, "Full_Set")}
-    test = {str(r["ID"]): r for r in load_config(root, "Test_Set")}
-
-    def profile(row: dict[str, Any], held: dict[str, Any] | None) -> Profile:
-        name = _field(row, "biography", {}).get("Name")
-        if not name:
-            raise ValueError(f"profile {row.get('ID')!r} has no biography Name")
-        text, image = _questions(row)
-        held_text, held_image = _questions(held) if held else ([], [])
-        images = (held or {}).get("images") or []
-        return Profile(
-            identity=str(row["ID"]),
-            name=name,
-            text_questions=text,
-            image_questions=image,
-            image=row.get("image"),
-            held_out_text_questions=held_text,
-            held_out_image_questions=held_image,
-            held_out_images=list(images),
-        )
-
-    forget_ids, retain_ids = ids(forget), ids(retain)
-    overlap = forget_ids & retain_ids
-    if overlap:
-        raise ValueError(f"{forget} and {retain} share profiles {sorted(overlap)[:5]}")
-    missing = sorted((forget_ids | retain_ids) - set(full))
-    if missing:
-        raise ValueError(f"profiles {missing[:5]} of {forget}/{retain} are not in Full_Set")
-    forget_people = [profile(full[i], test.get(i)) for i in sorted(forget_ids)]
-    retain_people = [profile(full[i], test.get(i)) for i in sorted(retain_ids)]
-    celebrities = [profile(r, None) for r in load_config(root, "Retain_Set")]
-    return forget_people, retain_people, celebrities
-
-
-def image_encoder(name: str, model: str) -> Any:
-    """``tower``: the vision tower of ``model``; ``portrait``: the shipped portrait encoder; else a pixel encoder
-    folder."""
-    if name == "tower":
-        from classifiers.image import VisionTowerEncoder
-        from eco_guard.models import load_model
-
-        return VisionTowerEncoder.from_mllm(*load_model(model))
-    from benchmarks.mllmu.portrait_encoder import ASSET
-    from classifiers.pixels import PixelEncoder
-
-    folder = ASSET if name == "portrait" else Path(name)
-    if not folder.is_dir():
-        raise ValueError(f"--image-encoder {name!r}: not tower, portrait or a pixel encoder folder")
-    return PixelEncoder.load(folder)
-
-
 def run(args: argparse.Namespace) -> int:
     from classifiers.training import fit_classifier, summary_table
-    from eco_guard.guard import CLASSIFIER_DIR
+    from eco_guard.core import CLASSIFIER_DIR
 
     if not 0 < args.fpr < 1:
         raise ValueError(f"--fpr must lie in (0, 1), got {args.fpr}")
     if args.text_head_share is not None and not 0 < args.text_head_share <= 1:
         raise ValueError(f"--text-head-share must lie in (0, 1], got {args.text_head_share}")
     from benchmarks.mllmu.loader import retain_split
+    from benchmarks.mllmu.profiles import profiles_from_mllmu
+    from classifiers.image_encoders import image_encoder
 
     retain = args.retain or retain_split(args.forget)
     forget_people, retain_people, celebrities = profiles_from_mllmu(args.data, args.forget, retain)

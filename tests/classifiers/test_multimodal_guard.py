@@ -89,7 +89,7 @@ def test_guard_folder_roundtrip_and_tampering(fitted, people, tiny_llava, tmp_pa
     ours = guard.decide(
         [__import__("eco_guard.requests", fromlist=["to_request"]).to_request(p) for p in prompts]
     )
-    theirs = loaded.decide([loaded._requests(prompts)][0])
+    theirs = loaded.decide([loaded.requests(prompts)][0])
     assert [(f.flagged, round(f.score, 6), f.terms) for f in ours] == [
         (f.flagged, round(f.score, 6), f.terms) for f in theirs
     ]
@@ -227,7 +227,7 @@ def test_a_forced_flag_keeps_the_names_and_no_name_falls_back(fitted, people, ti
     model, processor = tiny_llava
     config = GuardConfig(corruption="substitute", strength=1.0, scope=("spans",), fallback_strength=3.0)
     guard = EcoGuard(model, processor, classifier=classifier, config=config)
-    requests = guard._requests([f"Where does {target.name} live?", "Who was the smartest person in history?"])
+    requests = guard.requests([f"Where does {target.name} live?", "Who was the smartest person in history?"])
     forced = guard.decide(requests, [True, True])
     assert forced[0].terms == classifier.flag(requests[:1])[0].terms == (target.name,)
     assert forced[1].flagged and forced[1].terms == ()
@@ -241,8 +241,8 @@ def test_a_forced_flag_keeps_the_names_and_no_name_falls_back(fitted, people, ti
     assert "1 flagged request(s) name no forget target" in caplog.text
     assert guard.renames(unnamed) == [] and {o for _, o in guard.renames(named)} == set(target.name.split())
     # the unnamed row gets noise on its first dimension (noise_first_n), not surrogate names in every dimension
-    embeds = model.get_input_embeddings()(guard._collate(batch.ids)["input_ids"])
-    out = guard._corrupt_rows(embeds, plan.text_rows)
+    embeds = model.get_input_embeddings()(guard.collate(batch.ids)["input_ids"])
+    out = guard.corrupt_rows(embeds, plan.text_rows)
     assert torch.equal(out[1, :, 1:], embeds[1, :, 1:]) and not torch.equal(out[1, :, 0], embeds[1, :, 0])
     assert not torch.equal(
         out[0, :, 1:], embeds[0, :, 1:]

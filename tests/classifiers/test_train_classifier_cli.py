@@ -26,7 +26,7 @@ def test_train_then_classify(tmp_path, capsys) -> None:
     from benchmarks.mllmu.loader import load_config
     from benchmarks.mllmu.synthetic import write_synthetic
     from eco_guard.cli import main
-    from eco_guard.guard import load_classifier
+    from eco_guard.core import load_classifier
 
     data = write_synthetic(tmp_path / "mllmu", n_profiles=40, n_celebrities=6, seed=1, image_size=64)
     guard = tmp_path / "guard"
@@ -60,7 +60,7 @@ def test_the_portrait_encoder_reads_the_photos(tmp_path) -> None:
     from benchmarks.mllmu.synthetic import write_synthetic
     from classifiers.pixels import PixelEncoder
     from eco_guard.cli import main
-    from eco_guard.guard import load_classifier
+    from eco_guard.core import load_classifier
 
     data = write_synthetic(tmp_path / "mllmu", n_profiles=40, n_celebrities=6, seed=2, image_size=64)
     guard = tmp_path / "guard"
@@ -80,7 +80,7 @@ def test_bad_arguments(tmp_path, capsys) -> None:
     from eco_guard.cli import main
 
     with pytest.raises(ValueError, match="not tower, portrait or a pixel encoder folder"):
-        from eco_guard.cli.train_classifier import image_encoder
+        from classifiers.image_encoders import image_encoder
 
         image_encoder(str(tmp_path / "nowhere"), "demo")
 

@@ -92,9 +92,9 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     # names and photos move toward surrogates (the blend searched in [0.75, 1]); the face travels with the guard
     assert (config.corruption, config.image_corruption) == ("substitute", "substitute")
     assert 0.75 <= config.strength <= 1 and 0.75 <= config.image_strength <= 1
-    from eco_guard.guard import IMAGE_SURROGATES, load_image_surrogates
+    from eco_guard.faces import IMAGE_SURROGATES, load_faces
 
-    assert load_image_surrogates(tmp_path / "out" / "guard" / IMAGE_SURROGATES).shape[0] == 1
+    assert load_faces(tmp_path / "out" / "guard" / IMAGE_SURROGATES).shape[0] == 1
     # the few-shot examples of the forget set and of the never-trained reference: the same retain person
     vanilla = json.loads((tmp_path / "out" / "results" / "vanilla" / "results.json").read_text())
     shots = json.loads((tmp_path / "out" / "results" / "never_trained" / "results.json").read_text())[

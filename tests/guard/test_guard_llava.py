@@ -38,8 +38,8 @@ def merged_embeddings(guard, prompts, flags):
 
 
 def image_positions(guard, prompts):
-    batch = guard.encode(guard._requests(prompts))
-    inputs = guard._collate(batch.ids)
+    batch = guard.encode(guard.requests(prompts))
+    inputs = guard.collate(batch.ids)
     return inputs["input_ids"] == guard.image_token_id
 
 
@@ -160,7 +160,7 @@ def test_substituted_names_beside_noisy_image_features(tiny_llava, image):
     clean = merged_embeddings(guard, prompts, [False])[0]
     corrupted = merged_embeddings(guard, prompts, [Flag(True, terms=("Jane Doe",))])[0]
     img = image_positions(guard, prompts)[0]
-    batch = guard.encode(guard._requests(prompts))
+    batch = guard.encode(guard.requests(prompts))
     mask = guard.prompt_mask(batch.prompts[0], batch.ids[0], ("Jane Doe",))
     surrogate = model.get_input_embeddings()(guard.surrogates.ids(batch.ids[0], mask))
     assert mask.sum() >= 2 and torch.equal(corrupted[mask], surrogate[mask])
@@ -233,9 +233,9 @@ def test_a_shared_prefix_stops_before_the_picture(tiny_llava, image):
     )
     guard = EcoGuard(model, processor, config=config)
     flags = [True, False]
-    batch = guard.encode(guard._requests(prompts), chat_template=False)
+    batch = guard.encode(guard.requests(prompts), chat_template=False)
     plan = guard.plan(
-        batch, guard.decide(guard._requests(prompts), flags), guard._collate(batch.ids)["input_ids"].shape
+        batch, guard.decide(guard.requests(prompts), flags), guard.collate(batch.ids)["input_ids"].shape
     )
     first_image = int((batch.ids[0] == guard.image_token_id).nonzero()[0])
     assert guard.shared_prefix(batch, plan) == first_image
@@ -268,9 +268,9 @@ def test_models_whose_positions_or_caches_differ_run_whole_prompts(tiny_llava):
         Qwen2VLForConditionalGeneration,
     )
 
-    from eco_guard.guard import _positions_follow_the_mask
+    from eco_guard.prefix import supports_sharing
 
-    assert _positions_follow_the_mask(tiny_llava[0])
+    assert supports_sharing(tiny_llava[0])
     small = dict(
         num_hidden_layers=1,
         hidden_size=32,
@@ -279,11 +279,11 @@ def test_models_whose_positions_or_caches_differ_run_whole_prompts(tiny_llava):
         num_key_value_heads=1,
     )
     gemma = AutoModelForCausalLM.from_config(Gemma3TextConfig(head_dim=16, vocab_size=64, **small))
-    assert not _positions_follow_the_mask(gemma)
+    assert not supports_sharing(gemma)
     qwen = Qwen2VLForConditionalGeneration(
         Qwen2VLConfig(
             text_config=dict(vocab_size=64, **small),
             vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2),
         )
     )
-    assert not _positions_follow_the_mask(qwen)
+    assert not supports_sharing(qwen)

@@ -33,7 +33,7 @@ def guard(smollm2):
 
 def unwrapped_generate(guard, prompts, **kwargs):
     """The plain transformers path: tokenizer with left padding + model.generate."""
-    rendered = [guard.render(r) for r in guard._requests(prompts)]
+    rendered = [guard.render(r) for r in guard.requests(prompts)]
     tok = guard.tokenizer
     inputs = tok(rendered, padding=True, padding_side="left", return_tensors="pt")
     out = guard.model.generate(**inputs, do_sample=False, pad_token_id=guard.pad_token_id, **kwargs)
@@ -112,7 +112,7 @@ def test_concurrent_calls_match_serial(guard):
 def test_span_scope_corrupts_only_the_name(smollm2):
     model, tokenizer = smollm2
     guard = EcoGuard(model, tokenizer, config=GuardConfig(scope=("spans",), strength=100.0))
-    request = guard._requests(["Where does Marie Curie live? Tell me about Marie Curie."])[0]
+    request = guard.requests(["Where does Marie Curie live? Tell me about Marie Curie."])[0]
     batch = guard.encode([request])
     mask = guard.prompt_mask(batch.prompts[0], batch.ids[0], ("Marie Curie",))
     tokens = [guard.tokenizer.decode(t) for t in batch.ids[0][mask]]
@@ -135,7 +135,7 @@ def test_score_corrupts_only_the_prompt(guard):
     tok = guard.tokenizer
     for p, opts, got in zip(prompts, options, clean):
         for o, value in zip(opts, got):
-            prompt_ids = tok(guard.render(guard._requests([p])[0]))["input_ids"]
+            prompt_ids = tok(guard.render(guard.requests([p])[0]))["input_ids"]
             cont = tok(o, add_special_tokens=False)["input_ids"]
             ids = torch.tensor([prompt_ids + cont])
             with torch.no_grad():
@@ -192,7 +192,7 @@ def test_a_shared_prefix_is_computed_once_and_answers_stay_the_same(smollm2, con
     """Few-shot prompts start alike: the guard runs that prefix once and reuses its KV cache. The answers equal
     those of the whole prompts in one prefill, flagged rows included; the corruption is drawn over the whole
     prompt either way. A corrupted token in the prefix (scope ``prompt``) turns the sharing off."""
-    from eco_guard.guard import MIN_SHARED_PREFIX
+    from eco_guard.prefix import MIN_SHARED_PREFIX
 
     model, tokenizer = smollm2
     guard = EcoGuard(model, tokenizer, config=config)
@@ -202,9 +202,9 @@ def test_a_shared_prefix_is_computed_once_and_answers_stay_the_same(smollm2, con
         FEW_SHOT + "Question: Who?\nAnswer:",
     ]
     flags = [False, Flag(True, terms=("Japan",)), Flag(True, terms=("Jane Doe",)), False]
-    batch = guard.encode(guard._requests(prompts), chat_template=False)
+    batch = guard.encode(guard.requests(prompts), chat_template=False)
     plan = guard.plan(
-        batch, guard.decide(guard._requests(prompts), flags), guard._collate(batch.ids)["input_ids"].shape
+        batch, guard.decide(guard.requests(prompts), flags), guard.collate(batch.ids)["input_ids"].shape
     )
     shared = guard.shared_prefix(batch, plan)
     assert (shared >= MIN_SHARED_PREFIX) == shares

@@ -166,7 +166,7 @@ def test_a_flagged_celebrity_is_forgotten_and_keeps_their_name(smollm2):
     assert guarded[1] == plain[1]
     # at strength 1 the model reads exactly the surrogate's tokens: the same answer as the plain model given the
     # prompt with the surrogate name spelled out, written back
-    request = guard._requests(prompts[:1])[0]
+    request = guard.requests(prompts[:1])[0]
     batch = guard.encode([request])
     mask = guard.prompt_mask(batch.prompts[0], batch.ids[0], flag.terms)
     surrogate_ids = guard.surrogates.ids(batch.ids[0], mask)

@@ -156,7 +156,8 @@ def test_cli_surrogate_faces_for_image_questions(tiny_llava, tmp_path, capsys):
     from PIL import Image
 
     from benchmarks.mllmu import write_synthetic
-    from eco_guard.guard import IMAGE_SURROGATES, EcoGuard
+    from eco_guard.faces import IMAGE_SURROGATES
+    from eco_guard.guard import EcoGuard
 
     model, processor = tiny_llava
     model_dir = tmp_path / "llava"

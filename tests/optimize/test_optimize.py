@@ -40,7 +40,7 @@ def guard(tiny_guard):
 
 def reference_logprob(guard, prompt, continuation, corrupt: bool) -> float:
     """One sequence through the unwrapped model; prompt tokens but the last corrupted by hand."""
-    prompt_ids = guard.tokenizer(guard.render(guard._requests([prompt])[0], False))["input_ids"]
+    prompt_ids = guard.tokenizer(guard.render(guard.requests([prompt])[0], False))["input_ids"]
     cont = guard.tokenizer(continuation, add_special_tokens=False)["input_ids"]
     ids = torch.tensor([prompt_ids + cont])
     embeds = guard.model.get_input_embeddings()(ids)

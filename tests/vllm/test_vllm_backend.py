@@ -62,7 +62,7 @@ def test_unflagged_go_as_tokens_flagged_as_the_hf_guards_corrupted_embeddings(
     assert plain.engine_prompt() == {"prompt_token_ids": plain.ids.tolist()}
     assert set(flagged.engine_prompt()) == {"prompt_embeds"}
     # the HF guard's own tokenization and mask, corrupted on the model's own embedding table
-    batch = hf_guard.encode(hf_guard._requests(questions[1:2]))
+    batch = hf_guard.encode(hf_guard.requests(questions[1:2]))
     assert torch.equal(batch.ids[0], flagged.ids)
     mask = hf_guard.prompt_mask(batch.prompts[0], batch.ids[0])
     clean = hf_guard.model.get_input_embeddings()(batch.ids[0])[None].detach()
