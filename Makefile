@@ -30,7 +30,7 @@ demo: $(STAMP)
 	.venv/bin/eco-guard demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=20
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow and not vllm"

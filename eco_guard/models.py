@@ -88,12 +88,42 @@ def minilm_dir() -> Path:
     return folder
 
 
-ALIASES = {SMOLLM2: smollm2_dir, MINILM: minilm_dir}
+def demo_dir() -> Path:
+    """A plain Hugging Face folder of the demo MLLM (:mod:`eco_guard.demo_mllm`), written once per artifact version
+    (what a serving engine loads)."""
+    import hashlib
+
+    from eco_guard.demo_mllm import ASSET_DIR, load_demo_model
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in ASSET_DIR.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(ASSET_DIR)).encode() + path.read_bytes())
+    target = cache_dir() / f"demo-mllm-{digest.hexdigest()[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    model, processor = load_demo_model()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".demo-mllm-"))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        processor.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 DEMO = "demo"
+ALIASES = {SMOLLM2: smollm2_dir, MINILM: minilm_dir, DEMO: demo_dir}
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
-    """An alias (``smollm2``, ``minilm``), a local folder, or a hub id (left as is, for online users)."""
+    """An alias (``smollm2``, ``minilm``, ``demo``: a plain folder, written once), a local folder, or a hub id (left
+    as is, for online users)."""
     name = str(name_or_path)
     if name.lower() in ALIASES:
         return str(ALIASES[name.lower()]())

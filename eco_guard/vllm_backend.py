@@ -49,6 +49,7 @@ from eco_guard.config import GuardConfig
 from eco_guard.core import GuardCore, load_classifier
 from eco_guard.embedding_frontend import EmbeddingFrontEnd, export_language_model
 from eco_guard.faces import saved_faces
+from eco_guard.prompt_embeds import PreparedRequest, prepare_request
 from eco_guard.requests import Flag, PromptClassifier, PromptLike, Request, RequestError
 from eco_guard.surrogates import restore
 
@@ -87,34 +88,6 @@ class GuardedOutput:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-@dataclass
-class PreparedRequest:
-    """What goes to the engine for one request: its token ids always, its (corrupted) embeddings when needed."""
-
-    ids: torch.Tensor
-    flag: Flag
-    embeds: torch.Tensor | None = None
-    renames: tuple[tuple[str, str], ...] = ()
-    """Surrogate words to write back as the names they stand for (``substitute`` corruption)."""
-
-    def engine_prompt(
-        self, continuation: torch.Tensor | None = None, table: torch.nn.Embedding | None = None
-    ) -> dict:
-        """A token prompt, or a ``prompt_embeds`` prompt; a scored continuation follows as real tokens."""
-        ids = self.ids if continuation is None else torch.cat([self.ids, continuation])
-        if self.embeds is None:
-            return {"prompt_token_ids": ids.tolist()}
-        if continuation is None:
-            return {"prompt_embeds": self.embeds}
-        with torch.no_grad():
-            tail = table(continuation).to(self.embeds.dtype)
-        return {
-            "prompt_embeds": torch.cat([self.embeds, tail]),
-            "prompt_token_ids": ids.tolist(),
-            "prompt_is_token_ids": [False] * self.ids.numel() + [True] * continuation.numel(),
-        }
 
 
 class GuardedLLM:
@@ -160,27 +133,10 @@ class GuardedLLM:
             logger.info(
                 "vllm on CPU: KV cache %s GiB (set VLLM_CPU_KVCACHE_SPACE to change)", CPU_KV_CACHE_GIB
             )
-        from transformers import AutoConfig, AutoProcessor, AutoTokenizer
         from vllm import LLM
 
-        from eco_guard.models import resolve_model_path
-
-        path = resolve_model_path(model)
-        faces = None
-        if guard_dir is not None:
-            config = config or GuardConfig.from_pretrained(guard_dir)
-            classifier = classifier or load_classifier(guard_dir)
-            faces = saved_faces(guard_dir)
-        multimodal = getattr(AutoConfig.from_pretrained(path), "vision_config", None) is not None
-        front_end = EmbeddingFrontEnd.from_pretrained(path, dtype=embed_dtype)
-        if multimodal:
-            processor = AutoProcessor.from_pretrained(path)
-            engine_model = str(export_language_model(path))
-        else:
-            processor = AutoTokenizer.from_pretrained(path)
-            engine_model = path
+        guard, engine_model = guard_on_front_end(model, guard_dir, classifier, config, embed_dtype)
         llm = LLM(model=engine_model, enable_prompt_embeds=True, **engine_kwargs)
-        guard = GuardCore(front_end, processor, classifier=classifier, config=config, image_surrogates=faces)
         return cls(llm, guard)
 
     def shutdown(self) -> None:
@@ -310,30 +266,10 @@ class GuardedLLM:
         )
         for i, flag in zip(rows, decisions, strict=True):
             try:
-                out[i] = self._prepare_one(requests[i], flag, chat_template)
+                out[i] = prepare_request(self.guard, requests[i], flag, chat_template, self.max_model_len)
             except (ValueError, OSError) as err:
                 out[i] = RequestError(str(err))
         return out
-
-    def _prepare_one(self, request: Request, flag: Flag, chat_template: bool | None) -> PreparedRequest:
-        batch = self.guard.encode([request], chat_template=chat_template)
-        ids = batch.ids[0]
-        if ids.numel() == 0:
-            raise ValueError("empty prompt: it renders to no tokens")
-        if ids.numel() >= self.max_model_len:
-            raise ValueError(
-                f"prompt has {ids.numel()} tokens; the engine's max_model_len is {self.max_model_len} "
-                "(prompt plus at least one new token)"
-            )
-        if not flag.flagged and not batch.image_rows:
-            return PreparedRequest(ids, flag)
-        plan = self.guard.plan(batch, [flag], (1, ids.numel()))
-        with self.guard.corrupting(plan):
-            embeds = self.front_end(ids[None], **batch.image_inputs)[0]
-        renames = tuple(
-            pair for p in plan.text_rows for pair in self.guard.renames(p)
-        )  # restored after the run
-        return PreparedRequest(ids, flag, embeds.detach(), renames)
 
     def _sampling_params(self, spec: Any, n: int) -> list[Any]:
         if isinstance(spec, Sequence) and not isinstance(spec, (str, Mapping)):
@@ -341,6 +277,37 @@ class GuardedLLM:
                 raise ValueError(f"got {len(spec)} sampling parameters for {n} prompts")
             return [to_sampling_params(s) for s in spec]
         return [to_sampling_params(spec)] * n
+
+
+def guard_on_front_end(
+    model: str | Path,
+    guard_dir: str | Path | None = None,
+    classifier: PromptClassifier | None = None,
+    config: GuardConfig | None = None,
+    embed_dtype: torch.dtype = torch.float32,
+) -> tuple[GuardCore, str]:
+    """The guard's request path over ``model``'s embedding front end (its table; a LLaVA model's vision tower and
+    projector too), and the checkpoint an engine serves: the model itself, or a LLaVA model's language model,
+    exported once. ``guard_dir``: a guard folder (config, classifier, surrogate faces); ``config`` and
+    ``classifier`` override it."""
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+    from eco_guard.models import resolve_model_path
+
+    path = resolve_model_path(model)
+    faces = None
+    if guard_dir is not None:
+        config = config or GuardConfig.from_pretrained(guard_dir)
+        classifier = classifier or load_classifier(guard_dir)
+        faces = saved_faces(guard_dir)
+    multimodal = getattr(AutoConfig.from_pretrained(path), "vision_config", None) is not None
+    front_end = EmbeddingFrontEnd.from_pretrained(path, dtype=embed_dtype)
+    if multimodal:
+        processor, engine_model = AutoProcessor.from_pretrained(path), str(export_language_model(path))
+    else:
+        processor, engine_model = AutoTokenizer.from_pretrained(path), path
+    guard = GuardCore(front_end, processor, classifier=classifier, config=config, image_surrogates=faces)
+    return guard, engine_model
 
 
 def to_sampling_params(spec: Any = None) -> Any:

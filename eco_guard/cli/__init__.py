@@ -20,6 +20,7 @@ COMMANDS = {
     "optimize": "eco_guard.cli.optimize",
     "evaluate": "eco_guard.cli.evaluate",
     "finetune": "eco_guard.cli.finetune",
+    "serve": "eco_guard.cli.serve",
 }
 
 
@@ -36,14 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
             if err.name != module_name:
                 raise
             continue
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP, allow_abbrev=False)
         module.add_arguments(command)
-        command.set_defaults(run=module.run)
+        command.set_defaults(run=module.run, takes_passthrough=getattr(module, "PASSTHROUGH", False))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not args.takes_passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.passthrough = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from classifiers import COMBINES  # a constant of the light package module
 
     parser.add_argument(
-        "--out", default="demo_out", help="output folder (reused as a cache; default demo_out)"
+        "--out", default="runs/demo", help="output folder (reused as a cache; default runs/demo, git-ignored)"
     )
     parser.add_argument(
         "--artifact", default=None, help="demo model artifact folder (default: the packaged one)"

@@ -64,6 +64,7 @@ def test_vision_stage_writes_names_into_the_image_tokens(tiny_artifact):
     assert (distances.argmin(dim=1) == torch.arange(len(rows))).float().mean() >= 0.75
 
 
+@pytest.mark.slow
 def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     from benchmarks.demo import DemoSettings, run_demo
 

@@ -44,10 +44,27 @@ def hook_count(model) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
+def hooks_seen_during(guard, call) -> list[int]:
+    """The other hooks registered on the model at each embedding lookup during ``call()`` (a probe hook counts)."""
+    seen: list[int] = []
+    probe = guard.model.get_input_embeddings().register_forward_hook(
+        lambda module, args, output: seen.append(hook_count(guard.model) - 1)
+    )
+    try:
+        call()
+    finally:
+        probe.remove()
+    return seen
+
+
 def test_nothing_flagged_is_bit_identical(guard):
     expected, inputs = unwrapped_generate(guard, PROMPTS, **GEN)
     assert guard.generate(PROMPTS, **GEN) == expected
     assert guard.generate(PROMPTS, flags=[False] * 4, **GEN) == expected
+    # no hook of the guard's exists while unflagged traffic runs; a flagged call has one (the probe can see it)
+    unflagged = hooks_seen_during(guard, lambda: guard.generate(PROMPTS, flags=[False] * 4, **GEN))
+    flagged = hooks_seen_during(guard, lambda: guard.generate(PROMPTS, flags=[True] * 4, **GEN))
+    assert unflagged and set(unflagged) == {0} and max(flagged) >= 1
     with torch.no_grad():
         plain = guard.model(**inputs).logits
         wrapped = guard(**inputs).logits
@@ -81,13 +98,49 @@ def test_hooks_are_removed_also_after_errors(guard):
     before = hook_count(guard.model)
     guard.generate(PROMPTS[:2], flags=[True, False], max_new_tokens=2)
     assert hook_count(guard.model) == before
-    with pytest.raises(Exception):  # noqa: B017 - any error raised inside model.generate
-        guard.generate(PROMPTS[:2], flags=[True, True], max_new_tokens=2, num_beams=-3)
+    with pytest.raises(ValueError, match="bogus_option"):  # raised inside model.generate, hooks registered
+        guard.generate(PROMPTS[:2], flags=[True, True], max_new_tokens=2, bogus_option=3)
     assert hook_count(guard.model) == before
 
 
-def test_concurrent_calls_match_serial(guard):
-    calls = [([PROMPTS[i % 4], PROMPTS[(i + 1) % 4]], [bool(i % 2), bool(i % 3 == 0)]) for i in range(20)]
+NAMED = [
+    "Where does Marie Curie live?",
+    "What did Albert Einstein study?",
+    "What is the capital of France?",
+    "Who painted the Mona Lisa?",
+]
+
+
+@pytest.mark.parametrize("scope", ["prompt", "spans"])
+def test_concurrent_calls_match_serial(smollm2, scope):
+    """8 threads x 20 mixed calls on one model equal the serial calls. Scope ``spans``: names substituted, the
+    chat template's system prompt computed once per call (shared prefix), whose capture hook must not pick up
+    another thread's embeddings."""
+    from eco_guard.prefix import MIN_SHARED_PREFIX
+
+    model, tokenizer = smollm2
+    if scope == "prompt":
+        guard = EcoGuard(
+            model, tokenizer, config=GuardConfig(corruption="noise_first_n", strength=100.0, dims=1)
+        )
+        prompts, names = PROMPTS, [()] * 4
+    else:
+        guard = EcoGuard(
+            model, tokenizer, config=GuardConfig(corruption="substitute", strength=1.0, scope=("spans",))
+        )
+        prompts, names = NAMED, [("Marie Curie",), ("Albert Einstein",), ("France",), ("Mona Lisa",)]
+        batch = guard.encode(guard.requests(prompts[:2]))
+        flags = [Flag(True, 1.0, "test", n) for n in names[:2]]
+        plan = guard.plan(batch, flags, guard.collate(batch.ids)["input_ids"].shape)
+        assert guard.share_prefix and guard.shared_prefix(batch, plan) >= MIN_SHARED_PREFIX
+
+    def flag(k: int, on: bool):
+        return Flag(True, 1.0, "test", names[k]) if on else False
+
+    calls = [
+        ([prompts[i % 4], prompts[(i + 1) % 4]], [flag(i % 4, bool(i % 2)), flag((i + 1) % 4, i % 3 == 0)])
+        for i in range(20)
+    ]
     serial = [guard.generate(p, flags=f, max_new_tokens=4) for p, f in calls]
     results: dict[tuple[int, int], list[str]] = {}
     errors: list[BaseException] = []

@@ -126,9 +126,13 @@ def test_scales_beyond_the_name_pools(tmp_path):
     assert len({n[0] for n in names}) == 150 and len({n[1] for n in names}) == 150
 
 
-def test_wrong_config_name_lists_the_valid_ones(synthetic_root):
-    with pytest.raises(ValueError, match="forget_7.*Full_Set"):
+def test_wrong_config_name_lists_the_ones_there(synthetic_root):
+    """A local folder may hold configs of its own (people never trained, say); a missing one names those present.
+    A hub id only takes the hub's configs."""
+    with pytest.raises(FileNotFoundError, match="forget_7 is missing.*configs present.*Full_Set.*forget_5"):
         load_config(synthetic_root, "forget_7")
+    with pytest.raises(ValueError, match="unknown MLLMU-Bench config 'forget_7'; valid configs: Full_Set"):
+        load_config("MLLMMU/MLLMU-Bench", "forget_7")
 
 
 def test_missing_shards_name_the_folder(tmp_path):

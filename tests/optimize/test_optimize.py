@@ -104,17 +104,21 @@ def test_trace_plot_and_best_config(guard, tmp_path):
 
 
 def test_stops_early_within_tolerance(guard):
-    result = optimize_guard(
-        guard,
-        ITEMS,
-        target=0.5,
-        metric="mc_accuracy",
-        tolerance=0.5,
-        budget=20,
-        chat_template=False,
-        progress=False,
-    )
+    """The search starts at the guard's own setting: a target met there ends it after one evaluation; one that
+    is not runs on."""
+    start = make_metric("answer_loglik", guard, ITEMS, chat_template=False)()
+    args = {
+        "metric": "answer_loglik",
+        "tolerance": 1e-6,
+        "budget": 4,
+        "chat_template": False,
+        "progress": False,
+    }
+    result = optimize_guard(guard, ITEMS, target=start, **args)
     assert result.reached and len(result.trace) == 1 and result.evaluations_to_tolerance == 1
+    assert result.trace[0].metric == pytest.approx(start, abs=1e-6)
+    missed = optimize_guard(guard, ITEMS, target=start - 5.0, **args)
+    assert len(missed.trace) > 1 and missed.trace[0].metric == pytest.approx(start, abs=1e-6)
 
 
 def test_searches_family_and_dims(guard):

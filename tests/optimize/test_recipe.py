@@ -27,6 +27,7 @@ def recipe(tmp_path_factory):
     from benchmarks.mllmu.loader import retain_split, split_people
     from benchmarks.mllmu.synthetic import NEVER_TRAINED
     from eco_guard.embedding_frontend import export_language_model
+    from eco_guard.models import demo_dir
 
     root = tmp_path_factory.mktemp("recipe")
     data = demo_model.DemoData()
@@ -35,8 +36,7 @@ def recipe(tmp_path_factory):
     heldout, forget_ids = data.heldout_ids(folder), list(split_people(folder, FORGET))
     write_split(folder, folder, NEVER_TRAINED, heldout)
     write_split(folder, folder, retain_split(FORGET), retain_ids_of(manifest, forget_ids, heldout))
-    mllm = demo_model.save_full_model(demo_model.ASSET_DIR, root / "mllm")
-    model = export_language_model(mllm, root / "model")
+    model = export_language_model(demo_dir())  # cached: written once per artifact
     return {"data": str(folder), "model": str(model), "guard": str(root / "guard"), "root": root}
 
 
