@@ -36,6 +36,7 @@ from eco_guard.server.protocol import ApiError, ParsedRequest
 logger = logging.getLogger(__name__)
 
 RELAYED_HEADERS = ("content-type",)
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 
 
 @dataclass
@@ -68,6 +69,9 @@ class Metrics:
             "eco_guard_classifier_seconds", "classifier latency per request", registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )  # fmt: skip
+        for endpoint in ENDPOINTS:  # every series exists from the start, at 0
+            self.requests.labels(endpoint)
+            self.flagged.labels(endpoint)
 
 
 def create_app(guard: GuardCore, engine_url: str, settings: ServerSettings, max_model_len: int) -> FastAPI:

