@@ -6,7 +6,7 @@ Recipe (``python -m benchmarks.demo_model --out DIR``), deterministic by seed, o
    write each training person's name into the image-token slots: the projected features of a portrait (and of
    transformed views of it, like Test_Set's) regress onto the language model's input embeddings of
    ``"{name}, {name}"``. The picture thereby reads as the person's name, which is what the benchmark's "this person"
-   questions need; nothing but the portraits is needed and the language model is not run (seconds on a CPU).
+   questions need; nothing but the portraits is needed and the language model is not run.
 2. *Profiles*: LoRA on the language model's linear layers teaches the QA pairs of ``ft_Data`` (benchmarks.finetune:
    "this person" questions with the portrait, named questions as text), vision tower and projector frozen, plus
    ``practice_per_person`` multiple-choice and cloze examples per profile (:mod:`benchmarks.practice`).
@@ -63,11 +63,10 @@ class DemoData:
     generation_per_modality: int = 4
     cloze_per_modality: int = 3
     """Questions per profile and modality: the benchmark's cells must be large enough that one answer does not
-    move a score past the demo's 0.03 tolerance (with 3 / 2 / 2 a forget cell held 4-6 questions)."""
+    move a score past the demo's 0.03 tolerance (docs/demo.md)."""
     values_per_fact: int | None = 8
     """Each fact drawn from 8 values, so the never-trained profiles' answers are values the model has seen, like
-    the forget profiles' (with whole pools, half of them were not: the guarded model stated one of the four options
-    in 11 of 18 forget questions, the never-trained reference in 11 of 42; see ``write_synthetic``)."""
+    the forget profiles' (with whole pools many were not; docs/demo.md, ``write_synthetic``)."""
 
     def write(self, root: str | Path, with_images: bool = True) -> Path:
         """The profiles, under ``root`` (``with_images=False``: the same people and questions, no pictures)."""
@@ -114,7 +113,7 @@ class DemoRecipe:
     practice_per_person: int = 12
     practice_shot_share: float = 0.5
     """Practice examples preceded by solved examples about another profile, as the benchmark's prompts are (without
-    them the model copied the solved answers: text-only cloze 0.083 on the forget set)."""
+    them the model copied the solved answers; docs/demo.md)."""
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:

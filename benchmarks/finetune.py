@@ -43,10 +43,9 @@ class Example:
 
 @dataclass
 class FinetuneConfig:
-    """Training settings; the defaults make SmolLM2-135M with LoRA learn a few dozen profiles by heart (50
-    text-only profiles: training loss near 0.001; with 5 epochs at 1e-3 it stayed near 0.3 and the model answered
-    its own profiles' questions no better than strangers'). A vanilla model that never learned its profiles leaves
-    nothing to forget."""
+    """Training settings; the defaults make SmolLM2-135M with LoRA learn a few dozen profiles by heart (fewer
+    epochs at a lower rate left it answering its own profiles' questions no better than strangers': docs/demo.md).
+    A vanilla model that never learned its profiles leaves nothing to forget."""
 
     epochs: int = 12
     batch_size: int = 16

@@ -58,13 +58,12 @@ def practice_examples(
     Cork, Ireland."), not its letter: a 135M model does not learn to bind a fact to a letter from a few dozen
     examples (taught letters, it answered "D" to everything), and the benchmark's stated-option accuracy reads the
     option a response states. Not the bare option either: taught that, it answered open questions in fragments
-    too (image+text ROUGE-L 0.62 -> 0.33).
+    too (docs/demo.md).
 
     About ``shot_share`` of them are preceded, as the benchmark's prompts are, by ``shots`` solved examples about
     another profile in the same format and modality. Without them the model copied the solved examples' answers
-    ("Gideon Rasmussen works as __" -> "glassblower", the example person's job): text-only cloze on the trained
-    people was 0.083 on the forget set, 0.333 on the retain set. Shots come from their own random stream, so
-    ``shot_share=0`` gives exactly the examples of earlier artifacts."""
+    ("Gideon Rasmussen works as __" -> "glassblower", the example person's job; docs/demo.md). Shots come from
+    their own random stream, so ``shot_share=0`` gives exactly the examples of earlier artifacts."""
     rng = random.Random(f"{seed}:practice")
     shot_rng = random.Random(f"{seed}:practice-shots")
     values: dict[str, list[str]] = {

@@ -17,7 +17,7 @@ def transform(
 ) -> Image.Image:
     """A random mix of ``kinds`` (each applied with probability ``p``, at least one), RGB in and out. Real
     re-uploads compound several changes (the Test_Set applies them all), hence a high ``p``: references made with
-    1/2 missed a tenth more Test_Set images of the synthetic benchmark."""
+    a lower one missed more Test_Set images of the synthetic benchmark (docs/classifier.md)."""
     unknown = set(kinds) - set(TRANSFORMS)
     if unknown:
         raise ValueError(f"unknown transforms {sorted(unknown)}; valid: {TRANSFORMS}")

@@ -2,12 +2,13 @@
 
 An image encoder's pooled features are wide (a LLaVA CLIP tower read at three layers on a 4 x 4 grid: ~49,000
 numbers), while a guard is fitted on a few hundred images. A textbook solver builds and factorizes the p x p
-within-class covariance: O(p^2) memory and O(p^3) time (a 6,576-wide tiny tower already took 128 s for 600 images
-with scikit-learn's ``eigen`` solver; 49,000 wide would need ~19 GB per covariance).
+within-class covariance: O(p^2) memory and O(p^3) time (49,000 wide would need ~19 GB per covariance; fit times
+against scikit-learn's ``eigen`` solver: ``make bench``, lda_fit, and docs/results.md).
 
 The same answer lives in the span of the data. The within-class covariance is shrunk toward its own diagonal
 (Ledoit-Wolf, on features scaled to unit within-class variance; shrinking toward a single ``mu I`` instead flagged
-8% of the demo's retain photos, this none): in those scaled units ``C = (1 - a) S + a mu I``. The between-class
+some of the demo's retain photos, this none: docs/classifier.md): in those scaled units ``C = (1 - a) S + a mu I``.
+The between-class
 scatter ``B`` lies in the span of the class-centred rows and the class means, and ``C`` maps that span onto
 itself, so every solution of ``B v = l C v`` with ``l > 0`` lies in it: solving in an orthonormal basis ``Q`` of
 the span (rank r <= n + classes) and mapping back gives exactly the full-space discriminants, normalized as

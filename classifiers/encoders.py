@@ -21,7 +21,7 @@ class SentenceEncoder:
     ``chunk_size`` texts, so a huge batch is never tokenized or embedded all at once.
 
     ``layers`` keeps only the encoder's first layers (None: all): the cost of a short prompt is nearly all in the
-    layers, so MiniLM cut from 6 to 2 layers embeds about 3x as many prompts per second on a CPU.
+    layers, so a cut encoder embeds more prompts per second (measured in docs/results.md).
     """
 
     def __init__(
@@ -237,8 +237,8 @@ def _pool(hidden: Any, mask: Any) -> np.ndarray:
 
 
 def resolve_dtype(dtype: str) -> str:
-    """``auto``: bfloat16 where the CPU computes it natively (AMX or AVX512-BF16, ~3x faster than float32), else
-    float32 (emulated bfloat16 is several times slower); on a GPU, bfloat16."""
+    """``auto``: bfloat16 where the CPU computes it natively (AMX or AVX512-BF16, faster than float32), else
+    float32 (emulated bfloat16 is slower); on a GPU, bfloat16. Speeds: docs/results.md."""
     if dtype != "auto":
         return dtype
     import torch

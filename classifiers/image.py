@@ -54,22 +54,14 @@ person apart across random transforms (:mod:`classifiers.invariant`), ``lda`` a 
 groups, ``standardize`` per-feature z-scores; ``auto`` is ``standardize`` for an encoder whose outputs already are an
 identity embedding (``identity_embedding = True``, as :class:`classifiers.pixels.PixelEncoder`), else ``mlp`` from
 ``MLP_MIN_OTHERS`` other people on, else ``lda``. A metric fitted on top of an identity encoder learns the fit
-people and flags look-alikes among new ones: with the portrait encoder, ``train-classifier`` flagged 17 and 24 of
-1,416 held-out people's photos on two 500-profile sets with ``mlp`` (6 and 25 with ``standardize``; both with the
-floor below: 5 and 2), 14 and 30 of 564 on two 200-profile sets with ``lda``."""
+people and flags look-alikes among new ones, hence ``standardize`` for such an encoder (measured in
+docs/classifier.md)."""
 AUGMENTATIONS = {"mlp": 128, "lda": 64, "standardize": 48}
 """Transformed copies per forget image when ``n_augment`` is None (other people's images get half as many for
 ``lda``, and at most ``STANDARDIZE_COPIES`` for ``standardize``, where they only fix each feature's mean and
-scale). Every metric gains from more. With the portrait encoder (``standardize``), 48 references per forget photo
-instead of 16 took the share of random forget splits breaking FNR or FPR <= 1% from 1.44% to 0.22%
-(``benchmarks.mllmu.identity_splits``: 1,000 splits of each of five 500-profile synthetic sets, 25 forget people,
-12 Test_Set views each; 96 did little more in an earlier form of that study): a Test_Set view finds a closer
-reference of its own person, and a look-alike gains little. The learned embedding on 500 profiles (25 forget people x 12 Test_Set
-views, stand-alone, threshold at the 99.5% quantile of calibration people's photos): misses 12.0% with 32, 10.7% with
-48, 2.7% with 64, FPR 0.35% / 0.07% / 0.64%. With the current demo tower (data seed 1, threshold at the 99.2%
-quantile of calibration people's photos and views): 64 missed 1.7% (5 of 300), 128 missed 0.3% (1), FPR 0.2% /
-0.4%; 64 with twice the training steps still missed 1.7%. 128 costs 127 s of fitting instead of 81 s. LDA on
-200 profiles (``train-classifier``, seed 0): misses 5.8% with 16, 0.8% with 64 (FPR 0.9% / 1.2%); on the demo's 20 profiles it flags no retain photo with either."""
+scale). Every metric gains from more: a Test_Set view finds a closer reference of its own person, and a
+look-alike gains little; each copy costs fitting time (what the counts change: docs/classifier.md; for the
+portrait encoder, ``python -m benchmarks.mllmu.identity_splits``)."""
 STANDARDIZE_COPIES = 8
 FLOOR_VIEWS = 32
 FLOOR_QUANTILE = 0.005
@@ -80,19 +72,13 @@ images, each scored against its own identity, raised for an identity whose own v
 minus ``FLOOR_SPREAD`` standard deviations, when higher. The conformal threshold comes from a few hundred
 calibration people, and a few look-alikes among other new people sit above it; such an encoder leaves a wide gap
 below the forget people's own views, and the floor spends it. The floors are part of the score the calibration
-sees, so the conformal guarantee covers them as any other score. On synthetic MLLMU (the portrait encoder, ``train-classifier``, 500 profiles) the
-shared floor took held-out people's flagged photos from 6 / 25 / 6 of 1,416 to 5 / 2 / 4 (data seeds 0 / 1 / 2),
-missing no forget photo either way. But it follows the hardest forget person down (0.81 on data seed 4, where
-another forget person's own views all scored 0.90 and up and a look-alike of theirs 0.84-0.86): per identity,
-the share of random forget splits breaking FNR or FPR <= 1% fell from 0.52% to 0.22%
-(``benchmarks.mllmu.identity_splits``, five 500-profile sets); in an earlier form of that study a spread of 3 broke
-the FNR goal in 1.5% of splits, since Test_Set views trail further below than fresh views."""
+sees, so the conformal guarantee covers them as any other score. A floor shared by all forget people follows the
+hardest one down, below the look-alikes of a person whose own views sit tight, hence one per identity; a narrower
+spread cuts into Test_Set views, which trail further below than fresh views (measured in docs/classifier.md)."""
 MLP_MIN_OTHERS = 150
-"""A learned embedding needs many people to generalize. ``train-classifier`` on synthetic MLLMU, the demo tower:
-with ~250 others (500 profiles) it missed 0.3-1.0% of transformed forget photos where LDA missed 6.3% (stand-alone,
-same views); with 99 others (200 profiles) it flagged 3.2% of held-out people's photos where LDA flagged 1.2%, both
-missing 0.8% (seed 0; seed 1: both 2.5% / 0.0%); with the demo's 20 profiles (11 others) it flagged 16% of retain
-photos (an earlier measurement) and LDA none. 150 lies between the measured points."""
+"""A learned embedding needs many people to generalize: with a few hundred others it misses fewer transformed
+forget photos than LDA, with about a hundred or fewer it flags more of other people's photos (measured on synthetic
+MLLMU with the demo tower: docs/classifier.md). 150 lies between the measured points."""
 
 
 def identity_floors(own: np.ndarray, owner: np.ndarray, n_identities: int, quantile: float) -> np.ndarray:
@@ -113,16 +99,14 @@ class ImageIdentityClassifier(BaseEstimator):
 
     ``metric`` (see ``METRICS``; the one used is ``metric_``): by default ``auto``, which with enough other people
     trains an embedding at fit time to tell every known person apart across random transforms, and with fewer fits
-    LDA. On synthetic MLLMU (the demo tower read as ``VisionTowerEncoder``'s defaults, ``classifiers.training``,
-    12 Test_Set views per person) it misses 1.3% of the forget set's transformed images on 500 profiles (FPR 0.4%;
-    learned embedding) and 0.8% on 200 (FPR 1.2%; LDA).
+    LDA. Its error rates on synthetic MLLMU: docs/results.md and docs/classifier.md.
 
     ``query_views`` (1 to 4): a scored image is embedded as the mean of that many fixed views of it (itself,
     mirrored, a 88% centre crop, that crop mirrored), to steady the embedding of a cropped or recoloured photo. Every
     score goes through the same views (references are the plain images and their augmentations), so calibration
-    stays exchangeable; it costs ``query_views`` encoder passes per image. Off by default: on synthetic MLLMU (200
-    profiles, the demo tower) 4 views halved the misses on Test_Set-style images in a stand-alone check (FNR 33% ->
-    17% at a 0.5% threshold), but not in the full pipeline of ``classifiers.training`` (27% -> 30%, FPR 0% both).
+    stays exchangeable; it costs ``query_views`` encoder passes per image. Off by default: on synthetic MLLMU, 4
+    views cut the misses on Test_Set-style images in a stand-alone check but not in the full pipeline of
+    ``classifiers.training`` (docs/classifier.md).
 
     ``floor_quantile`` (``"auto"``: ``FLOOR_QUANTILE`` for an identity-embedding encoder, else none): a score for a
     forget identity below its floor (``floor_``, one per identity: that quantile of fresh transformed views of the

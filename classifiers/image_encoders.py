@@ -27,11 +27,11 @@ class ImageEncoder(Protocol):
 LAYERS = (0, -2, -1)
 """Hidden states read by default: the patch embeddings, the penultimate layer (what LLaVA feeds its language
 model) and the last. The last layer alone was trained to tell the MLLM's own few people apart and drops what marks
-new ones: on 500 synthetic profiles (the demo tower, learned embedding, 3 seeds) it missed 2.7-11.3% of transformed
-forget photos, all of the demo tower's three 1.0-5.3%."""
+new ones; with the earlier layers read too, fewer transformed forget photos are missed (measured in
+docs/classifier.md)."""
 THUMBNAIL = 12
 """Side of the raw-pixel thumbnail appended to the tower's features (0: none). Colour and layout survive crops,
-flips and JPEG better than a small tower's four patch tokens: with it, the same check missed 0.7-1.0% (3 seeds)."""
+flips and JPEG better than a small tower's four patch tokens (measured in docs/classifier.md)."""
 
 
 class VisionTowerEncoder:

@@ -22,9 +22,9 @@ MLP_KEYS = ("mlp_w1", "mlp_b1", "mlp_w2", "mlp_b2")
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """torch's CPU threads set to ``threads`` inside the block (None: left as they are), given back after. One
-    thread makes a seeded fit bit-reproducible: with two, MKL's matrix products gave 3 different weight sets in 6
-    processes of the same :func:`fit_invariant_mlp` fit (this 2-core CPU; with ``MKL_CBWR=COMPATIBLE`` they
-    agreed, 1.7x slower). torch's thread count is process-wide meanwhile."""
+    thread makes a seeded fit bit-reproducible: with two, MKL's matrix products gave different weights from process
+    to process for the same :func:`fit_invariant_mlp` fit (``MKL_CBWR=COMPATIBLE`` also makes them agree, more
+    slowly; docs/classifier.md). torch's thread count is process-wide meanwhile."""
     import torch
 
     if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -59,8 +59,8 @@ def fit_invariant_mlp(
     state.
 
     ``threads``: torch's CPU threads while training (:func:`torch_threads`; None: as they are). One makes the
-    fit bit-reproducible (one 500-profile classifier fitted on two flagged 16 photos where its reruns flagged 13)
-    and takes about 1.7x as long."""
+    fit bit-reproducible (fits on two threads differ from process to process, and so do the photos they flag;
+    docs/classifier.md) and takes longer."""
     import torch
 
     x = torch.as_tensor(np.asarray(features, dtype=np.float32))

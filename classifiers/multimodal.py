@@ -12,9 +12,8 @@ held-out negative requests of the same modality (text-only or image+text). A mod
   score is ``1 - p'`` with ``p'`` the conformal p-value of ``min p`` among the second half's. The image detector
   can thereby get the whole rate when the text one is quiet on pictures, where a union bound gives each half. Not
   the default: the calibration negatives are many views of a few people, so the rate the second half grants
-  follows a few look-alikes. On synthetic MLLMU (``train-classifier``, the demo tower) it granted the image
-  detector 2.2% for a 1% target and held-out people's photos were flagged at 3.1-4.3% (200 and 500 profiles,
-  data seed 0), where Bonferroni on the same detectors stayed at 0.0-0.8%.
+  follows a few look-alikes. On synthetic MLLMU it granted the image detector more than the whole target rate and
+  flagged more held-out people's photos than Bonferroni on the same detectors (docs/classifier.md).
 
 A request is flagged when ``score >= 1 - fpr``.
 
@@ -25,10 +24,10 @@ turns, option lists) crosses. Requiring both conditions can only lower the false
 The head alone (no forget name found in the text) gets ``text_head_share`` of the text detector's rate: its p-value
 is divided by the share. A name match outranks every probability, so it needs none of the rate unless calibration
 negatives match names too; the head, a linear read of a sentence embedding, is where text false alarms come from.
-On 500 synthetic profiles the span detector found the name in every held-out and attacked forget prompt, while the
-head caused every text false alarm (0.8-1.6% of held-out people's questions at the full rate); at a quarter of the
-rate it stays a backstop for an obfuscation the span detector would miss. Dividing a p-value by a share <= 1 only
-makes it larger, so the guarantee below holds as it is.
+On synthetic MLLMU the span detector found the name in every held-out and attacked forget prompt, while the head
+caused every text false alarm (docs/classifier.md); at a quarter of the rate it stays a backstop for an obfuscation
+the span detector would miss. Dividing a p-value by a share <= 1 only makes it larger, so the guarantee below holds
+as it is.
 
 Guarantee (see :mod:`classifiers.calibration`): if the calibration negatives of a modality and a future negative
 request of that modality are exchangeable, the request is flagged with probability at most ``fpr``. For ``split``

@@ -28,11 +28,8 @@ WEIGHTS, CONFIG = "pixel_encoder.safetensors", "pixel_encoder.json"
 SCALE, MARGIN = 30.0, 0.35
 """The training loss's cosine scale and margin (CosFace). Without a margin a person counts as learned as soon as
 their own direction wins, and look-alikes (the same background hue, skin and hair; another pattern and emblem)
-stay close. Over 1,000 random forget splits of each of five 500-profile synthetic sets
-(``python -m benchmarks.mllmu.identity_splits``: 25 forget people, 12 Test_Set views each), the share of splits
-breaking FNR or FPR <= 1% was 7.80% with scale 16 and no margin, 3.08% with this margin (16 references, one shared
-floor); with 48 references and floors per person, 0.64% and 0.22%. A margin of 0.5 did no better than 0.35 (an
-earlier form of that study)."""
+stay close. With the margin fewer random forget splits break the error goals, and a larger one did no better
+(``python -m benchmarks.mllmu.identity_splits``; measured in docs/classifier.md)."""
 
 
 def _resized(images: Sequence[Any], side: int) -> np.ndarray:

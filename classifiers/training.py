@@ -158,8 +158,8 @@ left out on purpose, so the held-out image questions stay unseen."""
 
 def nameless_questions(people: Sequence[Profile], rng: np.random.Generator) -> list[str]:
     """Negatives for the text head: the people's named questions with the name swapped for a reference that names
-    nobody. Without them the head learned question shapes, not names: "In which city does the person shown here
-    reside?" scored 0.70 and fired on 1% of held-out retain image requests (500 profiles)."""
+    nobody. Without them the head learned question shapes, not names, and fired on held-out people's image
+    questions, which name nobody (docs/classifier.md)."""
     out = []
     for person in people:
         for question in person.text_questions:
@@ -195,7 +195,7 @@ def decoy_name(name: str, pool: Sequence[str], forbidden: set[str], rng: np.rand
 def decoy_questions(forget: Sequence[Profile], others: Sequence[str], rng: np.random.Generator) -> list[str]:
     """Negatives for the text head: each forget question with the person's name replaced by a decoy that shares
     pieces of it. Without them the head learns the names' sub-words, and flags another person whose name happens
-    to share some ("Deson Netawick" against "Netan Destead" and "Badel Memiwick": "Netawick" alone scored 0.998)."""
+    to share some (an example in docs/classifier.md)."""
     forbidden = {fold(w) for p in forget for w in p.name.split()}
     out = []
     for person in forget:

@@ -8,9 +8,9 @@ words in its answer are then written back as the original ones (:func:`restore`)
 Each word of the name is replaced by a surrogate word of the same token count, so positions, lengths and the rest of
 the prompt are untouched; punctuation and digits stay. The choice depends on the word's text and the seed: the same
 name gets the same surrogate in every request, turn and backend, after a space or at the start of a line alike
-(a word of the same token count in both layouts is taken when there is one; "Gideon" at a line start had read as
-"Mortimer", after a space as "Cressida"), unless that surrogate is a word the request already has (then the next
-one is taken, so that writing names back never rewrites a word the user wrote).
+(a word of the same token count in both layouts is taken when there is one: a name's tokens differ in the two
+layouts, and it would otherwise read as two different people; docs/demo.md), unless that surrogate is a word the
+request already has (then the next one is taken, so that writing names back never rewrites a word the user wrote).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ GIVEN_NAMES = (
     "Gwendolen", "Hester", "Isolde", "Jessamy", "Linnea", "Mabel", "Maud", "Odette", "Perdita", "Romilly",
     "Tamsin", "Winifred",
 )  # fmt: skip
-"""Preferred for every word of a name: a small model reads a surname-like word where a first name stood as a place
-(SmolLM2, "Ravensholm Rasmussen" -> "Ravensholme, England.")."""
+"""Preferred for every word of a name: a small model may read a surname-like word where a first name stood as a
+place (an example with SmolLM2 in docs/demo.md)."""
 
 SURNAMES = (
     # invented or rare surnames, for words no given name of the same token count can stand in for

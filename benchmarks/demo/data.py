@@ -45,8 +45,8 @@ def surrogate_words(names: Iterable[str]) -> dict[str, tuple[str, ...]]:
     """The demo guard's surrogate words (``GuardConfig`` fields): the synthetic benchmark's own name pools, less
     every word of its profiles' and celebrities' names. A guarded request then reads about someone like the
     never-trained people, never about one the model knows. The guard's built-in words ("Lazarus", "Thaddeus")
-    are not such a person: twins under them (8 rounds) scored text-only multiple choice 0.43, the never-trained
-    people under their own names 0.30, and four other draws of 8 names from these pools 0.33-0.37."""
+    are not such a person: twins under them scored farther from the never-trained people under their own names
+    than other draws of names from these pools (docs/demo.md)."""
     from benchmarks.mllmu.celebrities import CELEBRITY_NAME_PARTS
     from benchmarks.mllmu.vocab import FEMALE_FIRST, LAST_NAMES, MALE_FIRST
 

@@ -18,7 +18,8 @@ class DemoSettings:
     limit: int | None = None
     max_new_tokens: int = 32
     batch_size: int = 16
-    """Questions per generate call (16 ran the demo's forget set 5% faster than 8 on two CPU cores)."""
+    """Questions per generate call: of 8 and 16, 16 ran the demo's forget set faster on two CPU cores
+    (docs/results.md)."""
     seed: int = 0
     budget: int = 8
     metric: str = "goals"
@@ -30,8 +31,8 @@ class DemoSettings:
     """How an image request's two detectors share ``fpr`` (``classifiers.multimodal``)."""
     corruption: str = "substitute"
     """On the names' tokens: ``substitute`` moves them toward a surrogate name (the answer keeps the person's name,
-    as a model that never learned them would; noise garbled the name: text-only ROUGE-L 0.20 vs never-trained
-    0.74)."""
+    as a model that never learned them would; noise garbled the name, and open answers scored far below the
+    never-trained reference: docs/demo.md)."""
     image_corruption: str = "substitute"
     """On the image features of "this person" questions: ``substitute`` moves them toward a surrogate face (a
     never-trained person's photo, see ``guard_seeds``), the picture analogue of a surrogate name; noise
@@ -40,10 +41,9 @@ class DemoSettings:
     """Guards scored on the forget set, paired with rounds of never-trained twins (common random numbers): guard
     k reads the k-th never-trained person's photo as its surrogate face and its own surrogate names
     (``GuardConfig.seed`` + k); round k asks the forget people's questions about that same identity (that photo,
-    those names). Which unknown person is drawn then moves both sides alike, and the gap measures the guard alone:
-    with independent draws (4 guards with faces drawn for nobody, 8 rounds of the never-trained people's own
-    names) one unknown person moved a cloze cell by 0.08-0.10 and its 95% interval was +-0.11. At most the number
-    of never-trained people (8)."""
+    those names). Which unknown person is drawn then moves both sides alike, and the gap measures the guard alone;
+    with independent draws, the draw of one unknown person moved a cell by more than the goal's tolerance
+    (docs/demo.md). At most the number of never-trained people (8)."""
     dims: int | None = None
     """Dimensions the noise touches; None: all of them (isotropic noise on the image features, and on the names'
     tokens when ``corruption`` is a noise; ECO's single dimension needs a strength so large on this small model
@@ -65,8 +65,9 @@ class DemoSettings:
     own_names: bool = False
     """Also check the guards against the never-trained people under their own names and photos, every one for every
     forget person (``own_name_check``; not a goal: the pairing cannot see whether a surrogate identity is a typical
-    never-trained one, this can). 192 s more on two CPU cores (832 questions)."""
+    never-trained one, this can). It asks every forget person's questions about each never-trained person once
+    more (its time: docs/results.md)."""
     logprob: bool = False
     """Also score multiple choice by option log-likelihood (``classification_logprob_acc``, no goal reads it): one
-    more forward pass per option, which doubles the evaluation time on two CPU cores."""
+    more forward pass per option (its cost on two CPU cores: docs/results.md)."""
     timings: dict[str, float] = field(default_factory=dict)

@@ -1,9 +1,8 @@
 """Real public figures for the synthetic celebrity set (the hub's ``Retain_Set``): widely known text facts.
 
 Ordered by how reliably SmolLM2-135M-Instruct knows them, checked with the real model on the reference
-multiple-choice prompt by the summed log-probability of each option's text: 27 of 40 profession / country questions
-right (chance: 10); the first seven got both right, and its free answers name Einstein, Newton, Picasso, Mandela and
-Michael Jordan correctly. The first ``n_celebrities`` are used.
+multiple-choice prompt by the summed log-probability of each option's text (the outcome: docs/demo.md). The first
+``n_celebrities`` are used.
 """
 
 from __future__ import annotations

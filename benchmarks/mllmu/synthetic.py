@@ -58,8 +58,7 @@ def write_synthetic(
     ``values_per_fact``: draw each fact (and its multiple-choice distractors) from that many values of its pool
     (one seeded draw per pool; birthplace and residence share theirs), so that every value is worn by many people.
     A model that learned only these profiles has then seen nearly every value, and a person it never learned is
-    not told apart by unfamiliar answers: with the whole pools, a never-trained person's right option was a value
-    the demo model had never seen half of the time, a learned person's never.
+    not told apart by unfamiliar answers (with the whole pools, on the demo, they were: docs/demo.md).
 
     ``never_trained``: that many more people, written only to the config ``Never_Trained`` (evaluation rows, like
     Full_Set's). They are in no split and not in ft_Data, Full_Set or Test_Set: a model fine-tuned on ft_Data never

@@ -2,8 +2,8 @@
 
 The usual never-trained reference is the model's score on *other* people it never learned. Their questions carry
 other options, other right answers and other distractors, so two such groups differ by several answers per cell even
-when the model knows neither: on the demo, two halves of its never-trained people differ by a median 0.04-0.08 on
-multiple choice and cloze. That is more than a 0.03 tolerance, so even a perfect guard would fail it by chance.
+when the model knows neither; on the demo that is more than its 0.03 tolerance (docs/demo.md), so even a perfect
+guard would fail it by chance.
 
 A twin keeps every question, option and right answer of a forget person's row and swaps the identity alone for a
 never-trained person's: the name in every string (full name, first or last name alone, possessives), the photo and

@@ -10,8 +10,8 @@ import numpy as np
 
 ROWS, GROUPS = 600, 60
 WIDTHS = (1_000, 2_000, 4_000)
-"""scikit-learn is measured on these widths only (cubic: 6,576 took 128 s on two cores); the span solver also runs
-at ``WIDE``."""
+"""scikit-learn is measured on these widths only (its time is cubic in the width: docs/results.md); the span solver
+also runs at ``WIDE``."""
 WIDE = 49_584
 
 

@@ -34,7 +34,9 @@ from eco_guard.optimize.trace import PLOT_NAME, TRACE_NAME, Evaluation, SearchRe
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPTIMIZER = "ChainMetaModelPowell"
-"""Fewest evaluations to tolerance on 1-D strength searches (``make bench``: optimizer_efficiency)."""
+"""The nevergrad optimizer used unless told otherwise, chosen for the fewest evaluations to tolerance on 1-D
+strength searches. How it compares with ECO's finite differences and a grid search: ``make bench``
+(optimizer_efficiency), numbers in docs/results.md."""
 
 
 class GuardObjective:

@@ -14,8 +14,8 @@ from eco_guard.corruption import USES_DIMS, USES_STRENGTH, check_corruption
 STRENGTH_FIELDS = ("strength", "image_strength")
 BLEND_RANGE = (0.75, 1.0)
 """Where a ``substitute`` blend is searched by default. Below it the model reads a mix of two names and writes
-hybrids of them that no write-back can restore (the demo MLLM, 16 named questions x 4 surrogate seeds: "Cressideon
-Rasmussen" in 26 of 64 answers at 0.6, 18 at 0.65, 5 at 0.7, none at 0.75, 0.8, 0.9 or 1)."""
+hybrids of them that no write-back can restore; from its lower end up it reads the surrogate name alone (measured
+on the demo MLLM: docs/demo.md)."""
 
 
 @dataclass

