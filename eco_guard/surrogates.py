@@ -16,6 +16,7 @@ request already has (then the next one is taken, so that writing names back neve
 from __future__ import annotations
 
 import re
+import unicodedata
 import zlib
 from collections.abc import Sequence, Set
 
@@ -59,8 +60,8 @@ _LAYOUTS = ("spaced", "capital")
 class Surrogates:
     """A deterministic word -> surrogate-word map over token ids, for one tokenizer (see the module docstring).
 
-    A word is a run of letter tokens that starts with a space marker or a capital (or right after a token that
-    is not letters). It is replaced by a word of ``vocabulary`` with the same first-token kind and the same token
+    A word is a run of letter tokens that starts with a space marker or right after a token that is not letters (a
+    capital inside the run stays in the word: "MacAllister"). It is replaced by a word of ``vocabulary`` with the same first-token kind and the same token
     count, chosen by a hash of its ids and the seed, from ``preferred`` words when one fits; when there is none,
     token by token by pieces of those words of the same kind."""
 
@@ -115,14 +116,15 @@ class Surrogates:
 
     def kind(self, token_id: int) -> str | None:
         """``spaced`` (starts a word), ``capital`` (a capitalized piece without a space marker), ``inner``, or None
-        for a token with anything but letters (kept as it is). Cached per id: every flagged prompt is walked whole
+        for a token with anything but letters (kept as it is), read from the token's decoded text, so that letters
+        outside ASCII count ("José" is one token whose byte-level piece is "ĠJosÃ©"). Cached per id: every flagged prompt is walked whole
         to find the words a surrogate must avoid."""
         token_id = int(token_id)
         if token_id not in self._kinds:
             piece = self.tokenizer.convert_ids_to_tokens(token_id)
             spaced = isinstance(piece, str) and piece.startswith(SPACE_MARKERS)
-            letters = piece[1:] if spaced else piece
-            if not isinstance(letters, str) or not letters.isalpha():
+            letters = self.tokenizer.decode([token_id]).strip()
+            if not letters or not all(_letter(c) for c in letters):
                 self._kinds[token_id] = None
             elif spaced:
                 self._kinds[token_id] = "spaced"
@@ -180,7 +182,9 @@ class Surrogates:
         return self._cache[ids]
 
     def _words(self, ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
-        """Positions of each masked word (letter tokens only)."""
+        """Positions of each masked word: a run of letter tokens that a space marker or a non-letter token starts.
+        A capital right after a letter token goes on the word ("MacAllister", "DeShawn"): the answer writes it
+        as one word, and only a whole surrogate word is written back."""
         words: list[list[int]] = []
         last = None
         for k in mask.nonzero(as_tuple=True)[0].tolist():
@@ -188,7 +192,7 @@ class Surrogates:
             if kind is None:
                 last = None
                 continue
-            if last is None or k != last + 1 or kind in ("spaced", "capital"):
+            if last is None or k != last + 1 or kind == "spaced":
                 words.append([])
             words[-1].append(k)
             last = k
@@ -235,6 +239,12 @@ class Surrogates:
             if after and after != before:
                 pairs.setdefault(after, before)
         return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
+
+
+def _letter(char: str) -> bool:
+    """A letter, a combining mark, or a piece of a character a byte-level vocabulary splits over tokens ("Ł" is
+    two tokens in GPT-2-style vocabularies, each decoding alone to U+FFFD)."""
+    return char.isalpha() or unicodedata.category(char).startswith("M") or char == "\ufffd"
 
 
 def restore(text: str, renames: Sequence[tuple[str, str]]) -> str:

@@ -191,3 +191,27 @@ def test_a_flagged_celebrity_is_forgotten_and_keeps_their_name(smollm2):
     # strength 0 is the plain model
     guard.config = guard.config.replace(strength=0.0)
     assert guard.generate(prompts, flags=[flag, False], max_new_tokens=24) == plain
+
+
+def test_names_of_other_styles_are_written_back_whole(tokenizer):
+    """Camel case, hyphens, apostrophes, particles and letters outside ASCII: every name of the request reads as
+    a surrogate and comes back exactly, also where the answer runs its pieces together."""
+    names = [
+        "Anne-Marie MacAllister",
+        "Siobhán O'Connor",
+        "Łukasz Thanh",
+        "María José de la Cruz",
+        "DeShawn McKay",
+    ]
+    text = "USER: " + " and ".join(f"Where does {n} live?" for n in names)
+    surrogates = Surrogates(tokenizer)
+    ids, mask = name_mask(tokenizer, text, names)
+    new = tokenizer.decode(surrogates.ids(ids, mask), skip_special_tokens=True)
+    for word in ("MacAllister", "Siobhán", "Connor", "Łukasz", "Thanh", "José", "Cruz", "DeShawn", "McKay"):
+        assert word not in new, word
+    renames = surrogates.renames(ids, mask)
+    assert restore(new, renames) == tokenizer.decode(ids, skip_special_tokens=True)
+    camel = dict((o, s) for s, o in renames)
+    assert (
+        "MacAllister" in camel and "McKay" in camel
+    )  # one word each, so an answer's "MacAllister" comes back
