@@ -19,6 +19,7 @@ import numpy as np
 from benchmarks.mllmu import evaluate as ev
 from benchmarks.mllmu import metrics
 from benchmarks.mllmu.loader import CONFIGS, is_local, load_config, local_configs, row_id
+from benchmarks.mllmu.twins import round_pairs, twin_row
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +189,28 @@ def forget_questions(
         )  # fmt: skip
     sampler = ev.ShotSampler(bench, seed, few_shot, no_leak)
     return ev.build_items("forget", bench.sets["forget"], sampler, seed, MODALITIES[modality], bench.names)
+
+
+TWIN_ROUNDS = 8
+"""At most this many never-trained people stand in for the forget people (one round each)."""
+
+
+def twin_rows(
+    forget_rows: Sequence[Mapping[str, Any]], never_rows: Sequence[Mapping[str, Any]], name_of=None
+) -> list[dict[str, Any]]:
+    """The forget people's own rows (questions, options, right answers) about never-trained people: round k swaps
+    every forget person's identity for the k-th never-trained person's photo and name (``name_of(forget name)``
+    instead, when given: the surrogate name a guard reads, so that both sides of the comparison ask about the very
+    same unknown person and a name's length cannot move a ROUGE-L score). :mod:`benchmarks.mllmu.twins`."""
+    forget = {row_id(r, "forget"): r for r in forget_rows}
+    never = {row_id(r, "never-trained"): r for r in never_rows}
+    pairs = round_pairs(list(forget), list(never), min(TWIN_ROUNDS, len(never)))
+    rows = []
+    for f, n in pairs:
+        name = forget[f]["biography"]["Name"]
+        identity = never[n]["biography"]["Name"] if name_of is None else name_of(name)
+        rows.append(twin_row(forget[f], name, never[n], identity))
+    return rows
 
 
 def target_rows(data: str | Path, forget: str, target: str) -> tuple[list[dict[str, Any]], str]:

@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the level to reach: a number in the metric's range; a config of --data holding people the model "
         "never learned (e.g. Never_Trained, written by the synthetic generator's --never-trained); or another "
         "folder of such people (a config folder, or a benchmark folder: its --forget config, else Full_Set). "
-        "People are scored unguarded with the same questions; forget people are left out",
+        "The forget people's own questions are asked unguarded about up to 8 of them (their photos; with "
+        "substitute on the names, under the surrogate names the guard reads), so both sides answer the same "
+        "questions about an unknown person",
     )
     parser.add_argument("--tolerance", type=float, default=0.05, help="stop when |metric - target| <= this")
     parser.add_argument("--budget", type=int, default=30, help="maximum number of evaluations")
@@ -136,6 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from benchmarks.mllmu import load_config
     from benchmarks.mllmu import search_metrics as sm
     from eco_guard.config import CONFIG_NAME, GuardConfig
     from eco_guard.core import load_classifier
@@ -186,12 +189,18 @@ def run(args: argparse.Namespace) -> int:
         target, source = float(args.target), "given"
     except ValueError:
         rows, where = sm.target_rows(args.data, args.forget, args.target)
-        heldout = sm.questions(sm.forget_questions(args.data, args.forget, rows=rows, **draws), metric)
+        surrogate = USES_TARGET[config.corruption] and "spans" in config.scope
+        twins = sm.twin_rows(
+            load_config(args.data, args.forget), rows, guard.surrogates.name if surrogate else None
+        )
+        heldout = sm.questions(sm.forget_questions(args.data, args.forget, rows=twins, **draws), metric)
         heldout = heldout[: args.max_items]
         if not heldout:
             raise ValueError(f"{where} has no {modality} questions for metric {metric}") from None
         target = sm.ForgetMetric(guard, heldout, metric, flagged=False, **sizes)()
-        source = f"measured unguarded on {len(heldout)} questions about {len(rows)} people of {where}"
+        named = "the surrogate names the guard reads" if surrogate else "their own names"
+        source = (f"measured unguarded: the forget questions about {min(len(rows), sm.TWIN_ROUNDS)} never-trained "
+                  f"people of {where}, under {named}; {len(heldout)} questions")  # fmt: skip
     check_target(metric, target, sm.metric_bounds(metric))
     print(f"target {metric} = {target:.4f} ({source})")
     family = config.image_corruption_name if args.search == "image_strength" else config.corruption

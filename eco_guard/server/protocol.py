@@ -25,9 +25,10 @@ from eco_guard.surrogates import restore
 
 SAMPLING_FIELDS = (
     "max_tokens", "temperature", "top_p", "n", "stop", "seed", "presence_penalty", "frequency_penalty", "user",
-    "stream", "stream_options",
+    "stream", "stream_options", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos",
 )  # fmt: skip
-"""What a guarded request carries over to the engine's completions endpoint."""
+"""What a guarded request carries over to the engine's completions endpoint: the OpenAI sampling fields and vLLM's
+sampling extras (none of them reaches the prompt)."""
 CHAT_FIELDS = frozenset({"model", "messages", "max_completion_tokens", *SAMPLING_FIELDS})
 COMPLETION_FIELDS = frozenset({"model", "prompt", *SAMPLING_FIELDS})
 PART_TYPES = ("text", "image_url")

@@ -34,7 +34,13 @@ def test_the_search_asks_what_evaluate_asks(data):
     asked the same questions in the forget split's place."""
     from benchmarks.mllmu import evaluate as ev
     from benchmarks.mllmu import load_config
-    from benchmarks.mllmu.search_metrics import forget_questions, questions, target_rows
+    from benchmarks.mllmu.search_metrics import (
+        TWIN_ROUNDS,
+        forget_questions,
+        questions,
+        target_rows,
+        twin_rows,
+    )
 
     bench = ev.load_benchmark(data, "forget_10")
     sampler = ev.ShotSampler(bench, 0, 1, False)
@@ -51,6 +57,19 @@ def test_the_search_asks_what_evaluate_asks(data):
     assert not never & {r["ID"] for r in load_config(data, "Full_Set")}  # nobody learns them
     theirs = forget_questions(data, "forget_10", rows=rows, modality="text")
     assert {it.id for it in theirs} <= never and len({it.id for it in theirs}) >= 2
+    # the target asks the forget people's own questions about never-trained people (under a name of one's choice)
+    forget = load_config(data, "forget_10")
+    twins = twin_rows(forget, rows)
+    assert len(twins) == min(3, TWIN_ROUNDS) * len(forget)
+    first, person = twins[0], forget[0]["biography"]["Name"]
+    questions_before = [q["Question"] for q in forget[0]["Generation_Task"]]
+    assert person not in json.dumps(first["Generation_Task"]) and first["ID"].endswith(forget[0]["ID"])
+    assert [q["Question"] for q in first["Generation_Task"]] == [
+        q.replace(person, first["biography"]["Name"]) for q in questions_before
+    ]
+    named = twin_rows(forget, rows, name_of=lambda name: "Nora Keller")
+    text_only = [q for q in named[0]["Generation_Task"] if q["Type"] == "Pure_Text"]
+    assert text_only and all(q["Ground_Truth"].startswith("Nora Keller") for q in text_only)
     # another folder: a config folder of parquet shards, or a benchmark folder's Full_Set
     assert {r["ID"] for r in target_rows(data, "forget_10", str(data / "Never_Trained"))[0]} == never
     with pytest.raises(ValueError, match="no profiles outside forget_10"):  # its forget_10: the same people
@@ -95,7 +114,9 @@ def test_cli_writes_config_trace_and_plot(data, model_dir, tmp_path, capsys):
                  "--tolerance", "0"])  # fmt: skip
     out = capsys.readouterr().out
     measured = re.search(
-        r"target answer_loglik = (-[\d.]+) \(measured unguarded on (\d+) questions about 3 people", out
+        r"target answer_loglik = (-[\d.]+) \(measured unguarded: the forget questions about 3 never-trained "
+        r"people of config Never_Trained .*, under their own names; (\d+) questions\)",
+        out,
     )
     assert code == 1 and measured and float(measured.group(1)) < 0 and int(measured.group(2)) > 0
     assert len((guard_dir / TRACE_NAME).read_text().splitlines()) == 2

@@ -51,7 +51,9 @@ def test_train_optimize_evaluate_on_text_only_profiles(recipe, capsys):
                  "--tolerance", "0.03", "--budget", "8"])  # fmt: skip
     out = capsys.readouterr().out
     target = float(
-        re.search(r"target rouge_l = ([\d.]+) \(measured unguarded on \d+ questions", out).group(1)
+        re.search(r"target rouge_l = ([\d.]+) \(measured unguarded: .* under the surrogate names", out).group(
+            1
+        )
     )
     trace = [json.loads(line) for line in Path(guard, "optimize_trace.jsonl").read_text().splitlines()]
     assert code == 0, out
