@@ -168,7 +168,7 @@ def export_language_model(model_dir: str | Path, out_dir: str | Path | None = No
     """
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    from eco_guard.models import cache_dir
+    from eco_guard.models import cache_dir, save_once
 
     model_dir = Path(model_dir).resolve()
     if out_dir is None:
@@ -184,8 +184,6 @@ def export_language_model(model_dir: str | Path, out_dir: str | Path | None = No
     text.model.load_state_dict(llava.model.language_model.state_dict())
     text.lm_head.load_state_dict(llava.lm_head.state_dict())
     text.generation_config = llava.generation_config
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text.save_pretrained(out_dir)
-    AutoProcessor.from_pretrained(model_dir).tokenizer.save_pretrained(out_dir)
+    save_once(out_dir, text, AutoProcessor.from_pretrained(model_dir).tokenizer)
     logger.info("exported the language model of %s to %s", model_dir, out_dir)
     return out_dir

@@ -62,15 +62,20 @@ def smollm2_dir() -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
+    return save_once(target, model, tokenizer)
+
+
+def save_once(target: Path, model: Any, processor: Any) -> Path:
+    """Save ``model`` and its tokenizer or processor as a plain folder at ``target``: written into a temporary
+    sibling and renamed, so that concurrent first loads never see a half-written folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Write into a temporary sibling and rename: concurrent first loads never see a half-written folder.
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
         model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
+        processor.save_pretrained(staging)
         try:
             staging.rename(target)
-        except OSError:
+        except OSError:  # another process got there first
             if not (target / "config.json").is_file():
                 raise
     finally:
@@ -101,20 +106,7 @@ def demo_dir() -> Path:
     target = cache_dir() / f"demo-mllm-{digest.hexdigest()[:12]}"
     if (target / "config.json").is_file():
         return target
-    model, processor = load_demo_model()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".demo-mllm-"))
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        processor.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return save_once(target, *load_demo_model())
 
 
 DEMO = "demo"

@@ -20,22 +20,30 @@ pytestmark = pytest.mark.slow
 FORGET = "forget_15"
 
 
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory):
+def demo_profiles(root: Path, with_images: bool) -> tuple[Path, list[str]]:
+    """The demo model's profiles under ``root``, its held-out people as the config ``Never_Trained`` (and out of
+    the retain split); returns the folder and the held-out IDs."""
     from benchmarks import demo_model
     from benchmarks.demo import retain_ids_of, write_split
     from benchmarks.mllmu.loader import retain_split, split_people
     from benchmarks.mllmu.synthetic import NEVER_TRAINED
-    from eco_guard.embedding_frontend import export_language_model
-    from eco_guard.models import demo_dir
 
-    root = tmp_path_factory.mktemp("recipe")
     data = demo_model.DemoData()
-    folder = data.write(root / "data", with_images=False)
+    folder = data.write(root / "data", with_images=with_images)
     manifest = json.loads((folder / "synthetic_manifest.json").read_text())
     heldout, forget_ids = data.heldout_ids(folder), list(split_people(folder, FORGET))
     write_split(folder, folder, NEVER_TRAINED, heldout)
     write_split(folder, folder, retain_split(FORGET), retain_ids_of(manifest, forget_ids, heldout))
+    return folder, heldout
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    from eco_guard.embedding_frontend import export_language_model
+    from eco_guard.models import demo_dir
+
+    root = tmp_path_factory.mktemp("recipe")
+    folder, _ = demo_profiles(root, with_images=False)
     model = export_language_model(demo_dir())  # cached: written once per artifact
     return {"data": str(folder), "model": str(model), "guard": str(root / "guard"), "root": root}
 
@@ -73,3 +81,44 @@ def test_train_optimize_evaluate_on_text_only_profiles(recipe, capsys):
     assert after["forget"]["text_only"]["flag_rate"] == 100.0
     for set_name in ("retain", "celebrity"):
         assert after[set_name]["text_only"] == vanilla[set_name]["text_only"], set_name
+
+
+def test_the_recipe_on_the_demo_mllm_with_photos(tmp_path, capsys):
+    """The same commands on the demo MLLM and its profiles with photos: names substituted for the named
+    questions, the photo moved toward a never-trained person's face for the "this person" ones."""
+    from benchmarks.mllmu import load_config
+
+    folder, _ = demo_profiles(tmp_path, with_images=True)
+    data, guard = str(folder), str(tmp_path / "guard")
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for row in load_config(data, "Never_Trained")[:1]:
+        row["image"].convert("RGB").save(faces / f"{row['ID']}.png")
+    fit = [
+        "train-classifier",
+        "--data",
+        data,
+        "--forget",
+        FORGET,
+        "--out",
+        guard,
+        "--robustness-per-family",
+        "8",
+    ]
+    assert main(fit) == 0
+    common = ["--data", data, "--forget", FORGET, "--model", "demo", "--guard", guard, "--target", "Never_Trained",
+              "--metric", "rouge_l", "--tolerance", "0.03", "--budget", "6"]  # fmt: skip
+    names = ["--corruption", "substitute", "--scope", "spans", "image", "--image-corruption", "substitute",
+             "--surrogate-faces", *map(str, sorted(faces.glob("*.png")))]  # fmt: skip
+    assert main(["optimize", *common, *names, "--modality", "text"]) == 0, capsys.readouterr().out
+    text_trace = [json.loads(x) for x in Path(guard, "optimize_trace.jsonl").read_text().splitlines()]
+    code = main(["optimize", *common, "--search", "image_strength", "--modality", "image", "--strength-range", "0",
+                 "1"])  # fmt: skip
+    out = capsys.readouterr().out
+    image_trace = [json.loads(x) for x in Path(guard, "optimize_trace.jsonl").read_text().splitlines()]
+    assert all(e["empty"] == 0.0 for e in text_trace + image_trace)
+    metrics = [e["metric"] for e in image_trace]
+    assert len(image_trace) >= 2 and max(metrics) - min(metrics) > 0.02, image_trace  # the blend moves it
+    assert code == 0, out
+    target = float(re.findall(r"target rouge_l = ([\d.]+) \(measured", out)[-1])  # the image search's
+    assert abs(image_trace[-1]["metric"] - target) <= 0.03
