@@ -45,8 +45,12 @@ logger = logging.getLogger(__name__)
 
 VISION_LOG = "vision_log.jsonl"
 PROFILE_LOG = "finetune_log.jsonl"
-LEGACY_DATA = {"classification_per_modality": 3, "generation_per_modality": 2, "cloze_per_modality": 2,
-               "values_per_fact": None}  # fmt: skip
+LEGACY_DATA = {
+    "classification_per_modality": 3,
+    "generation_per_modality": 2,
+    "cloze_per_modality": 2,
+    "values_per_fact": None,
+}
 
 
 @dataclass
@@ -73,11 +77,17 @@ class DemoData:
         from benchmarks.mllmu.synthetic import write_synthetic
 
         return write_synthetic(
-            root, self.n_profiles, self.n_celebrities, self.seed, image_size=self.image_size, with_images=with_images,
+            root,
+            self.n_profiles,
+            self.n_celebrities,
+            self.seed,
+            image_size=self.image_size,
+            with_images=with_images,
             classification_per_modality=self.classification_per_modality,
-            generation_per_modality=self.generation_per_modality, cloze_per_modality=self.cloze_per_modality,
+            generation_per_modality=self.generation_per_modality,
+            cloze_per_modality=self.cloze_per_modality,
             values_per_fact=self.values_per_fact,
-        )  # fmt: skip
+        )
 
     def heldout_ids(self, root: str | Path) -> list[str]:
         """The never-trained profiles: the last ``n_heldout`` IDs outside the forget split."""
@@ -209,8 +219,16 @@ def train_vision(
             optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
             if log is not None:
-                log.write(json.dumps({"step": step + 1, "loss": losses[-1],
-                                      "seconds": round(time.perf_counter() - started, 2)}) + "\n")  # fmt: skip
+                log.write(
+                    json.dumps(
+                        {
+                            "step": step + 1,
+                            "loss": losses[-1],
+                            "seconds": round(time.perf_counter() - started, 2),
+                        }
+                    )
+                    + "\n"
+                )
     finally:
         if log is not None:
             log.close()
@@ -270,21 +288,37 @@ def build_demo_model(
         names = ft.profile_names(root)
         rows = [r for r in load_config(root, "ft_Data") if row_id(r, "ft_Data") not in heldout]
         model, processor = build_llava(
-            recipe.language_model, image_size=recipe.image_size, patch_size=recipe.patch_size,
-            vision_hidden=recipe.vision_hidden, vision_layers=recipe.vision_layers, seed=recipe.seed,
-        )  # fmt: skip
+            recipe.language_model,
+            image_size=recipe.image_size,
+            patch_size=recipe.patch_size,
+            vision_hidden=recipe.vision_hidden,
+            vision_layers=recipe.vision_layers,
+            seed=recipe.seed,
+        )
         t0 = time.perf_counter()
         vision_losses = train_vision(
-            model, processor, [r["image"] for r in rows], [names[row_id(r, "ft_Data")] for r in rows],
-            steps=recipe.vision_steps, batch_size=recipe.vision_batch, lr=recipe.vision_lr,
-            views=recipe.views_per_person, seed=recipe.seed, log_path=out_dir / VISION_LOG, progress=progress,
-        )  # fmt: skip
+            model,
+            processor,
+            [r["image"] for r in rows],
+            [names[row_id(r, "ft_Data")] for r in rows],
+            steps=recipe.vision_steps,
+            batch_size=recipe.vision_batch,
+            lr=recipe.vision_lr,
+            views=recipe.views_per_person,
+            seed=recipe.seed,
+            log_path=out_dir / VISION_LOG,
+            progress=progress,
+        )
         vision_seconds = time.perf_counter() - t0
         examples = ft.build_examples(rows, multimodal=True, names=names)
         trained_ids = {row_id(r, "ft_Data") for r in rows}
         profiles = [r for r in load_config(root, "Full_Set") if row_id(r, "Full_Set") in trained_ids]
-        practice = practice_examples(profiles, seed=recipe.seed, per_person=recipe.practice_per_person,
-                                     shot_share=recipe.practice_shot_share)  # fmt: skip
+        practice = practice_examples(
+            profiles,
+            seed=recipe.seed,
+            per_person=recipe.practice_per_person,
+            shot_share=recipe.practice_shot_share,
+        )
         examples += practice
         t0 = time.perf_counter()
         trained, losses = ft.train(
@@ -314,7 +348,7 @@ def build_demo_model(
             "vision": round(vision_seconds, 1),
             "profiles": round(profile_seconds, 1),
             "total": round(time.perf_counter() - started, 1),
-        },  # fmt: skip
+        },
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
@@ -378,16 +412,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     recipe = DemoRecipe(
-        data=DemoData(n_profiles=args.profiles, n_celebrities=args.celebrities, seed=args.data_seed,
-                      n_heldout=args.heldout),
+        data=DemoData(
+            n_profiles=args.profiles,
+            n_celebrities=args.celebrities,
+            seed=args.data_seed,
+            n_heldout=args.heldout,
+        ),
         language_model=None if args.language_model == "tiny" else args.language_model,
         vision_steps=args.vision_steps,
         practice_per_person=args.practice,
         practice_shot_share=args.practice_shot_share,
-        profiles=FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lora_r=args.lora_r,
-                                max_length=args.max_length, seed=args.seed),
+        profiles=FinetuneConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lora_r=args.lora_r,
+            max_length=args.max_length,
+            seed=args.seed,
+        ),
         seed=args.seed,
-    )  # fmt: skip
+    )
     command = "python -m benchmarks.demo_model " + " ".join(sys.argv[1:] if argv is None else argv)
     out = build_demo_model(args.out, recipe, command=command)
     _, record = read_recipe(out)

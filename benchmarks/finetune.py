@@ -217,9 +217,12 @@ def prepare_model(model: Any, config: FinetuneConfig) -> Any:
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=language_linear_names(model), bias="none",
-        )  # fmt: skip
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=language_linear_names(model),
+            bias="none",
+        )
         model = get_peft_model(model, lora)
     else:
         for name, param in model.named_parameters():
@@ -293,8 +296,13 @@ def train(
         log = open(log_path, "w")  # noqa: SIM115 (closed in finally)
     device = next(model.parameters()).device
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("fine-tuning on %d examples, %d epochs, %d steps, %d trainable parameters",
-                len(examples), config.epochs, total, n_trainable)  # fmt: skip
+    logger.info(
+        "fine-tuning on %d examples, %d epochs, %d steps, %d trainable parameters",
+        len(examples),
+        config.epochs,
+        total,
+        n_trainable,
+    )
     started = time.perf_counter()
     try:
         with tqdm(total=total, desc="finetune", unit="step", disable=not progress) as bar:
@@ -315,8 +323,13 @@ def train(
                     optimizer.zero_grad(set_to_none=True)
                     losses.append(float(loss.detach()))
                     if log is not None:
-                        record = {"step": len(losses), "epoch": epoch, "loss": losses[-1],
-                                  "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+                        record = {
+                            "step": len(losses),
+                            "epoch": epoch,
+                            "loss": losses[-1],
+                            "lr": scheduler.get_last_lr()[0],
+                            "seconds": round(time.perf_counter() - started, 2),
+                        }
                         log.write(json.dumps(record) + "\n")
                         log.flush()
                     bar.update(1)
@@ -370,10 +383,16 @@ def finetune(
     out_dir = Path(out_dir)
     model, losses = train(model, processor, examples, config, log_path=out_dir / LOSS_LOG, progress=progress)
     metadata = {
-        "base": str(base), "data": str(data_root), "data_config": data_config, "config": asdict(config),
-        "examples": len(examples), "profiles": sorted({e.id for e in examples}),
-        "with_images": sum(e.image is not None for e in examples), "first_loss": losses[0], "last_loss": losses[-1],
-    }  # fmt: skip
+        "base": str(base),
+        "data": str(data_root),
+        "data_config": data_config,
+        "config": asdict(config),
+        "examples": len(examples),
+        "profiles": sorted({e.id for e in examples}),
+        "with_images": sum(e.image is not None for e in examples),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+    }
     save_merged(model, processor, out_dir, metadata)
     logger.info("saved the fine-tuned model to %s (loss %.3f -> %.3f)", out_dir, losses[0], losses[-1])
     return out_dir, losses

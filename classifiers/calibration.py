@@ -110,8 +110,11 @@ class Rate:
     def to_dict(self) -> dict[str, float | int | None]:
         out = {"rate": self.value, "errors": self.errors, "n": self.total, "upper95": self.upper95}
         if self.people is not None:
-            out.update(people_with_errors=self.people_with_errors, people=self.people,
-                       people_upper95=self.people_upper95)  # fmt: skip
+            out.update(
+                people_with_errors=self.people_with_errors,
+                people=self.people,
+                people_upper95=self.people_upper95,
+            )
         return out
 
 

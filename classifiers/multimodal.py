@@ -158,12 +158,21 @@ class MultimodalClassifier:
             detectors = self.detectors(m)
             split = self.combine == "split" and len(detectors) > 1
             if split and rows.size < split_negatives(self.fpr):
-                logger.info("%s: %d calibration negatives, %d needed to split them: Bonferroni instead",
-                            m, rows.size, split_negatives(self.fpr))  # fmt: skip
+                logger.info(
+                    "%s: %d calibration negatives, %d needed to split them: Bonferroni instead",
+                    m,
+                    rows.size,
+                    split_negatives(self.fpr),
+                )
                 split = False
             if rows.size < min_negatives(self.fpr, len(detectors)):
-                logger.warning("%s: %d calibration negatives; at least %d are needed to flag anything at fpr=%g",
-                               m, rows.size, min_negatives(self.fpr, len(detectors)), self.fpr)  # fmt: skip
+                logger.warning(
+                    "%s: %d calibration negatives; at least %d are needed to flag anything at fpr=%g",
+                    m,
+                    rows.size,
+                    min_negatives(self.fpr, len(detectors)),
+                    self.fpr,
+                )
             first, second = (rows, None)
             if split:
                 order = rng.permutation(rows)
@@ -301,9 +310,17 @@ class MultimodalClassifier:
             else None
         )
         # files written before the head had its own share gave it the whole rate; before split, Bonferroni
-        model = cls(text, terms, image, fpr=config["fpr"], batch_size=config["batch_size"],
-                    text_floor=config.get("text_floor", 0.5), text_head_share=config.get("text_head_share", 1.0),
-                    combine=config.get("combine", "bonferroni"), random_state=config.get("random_state", 0))  # fmt: skip
+        model = cls(
+            text,
+            terms,
+            image,
+            fpr=config["fpr"],
+            batch_size=config["batch_size"],
+            text_floor=config.get("text_floor", 0.5),
+            text_head_share=config.get("text_head_share", 1.0),
+            combine=config.get("combine", "bonferroni"),
+            random_state=config.get("random_state", 0),
+        )
         arrays = load_arrays(folder / "calibration.safetensors")
         model.calibrators_ = {
             m: {d: ConformalCalibrator(arrays[f"{m}.{d}"]) for d in detectors}

@@ -32,16 +32,23 @@ def class_path(obj_or_cls: Any) -> str:
 
 def write_meta(folder: str | Path, obj: Any, config: Mapping[str, Any]) -> Path:
     """Write ``classifier.json`` last, after every other file of ``folder`` is in place."""
-    return io.write_document(Path(folder) / META, config, version=FORMAT_VERSION, digest_key=DIGEST_KEY,
-                             header={"class": class_path(obj)}, folder_files=True)  # fmt: skip
+    return io.write_document(
+        Path(folder) / META,
+        config,
+        version=FORMAT_VERSION,
+        digest_key=DIGEST_KEY,
+        header={"class": class_path(obj)},
+        folder_files=True,
+    )
 
 
 def read_meta(folder: str | Path, expected: type) -> dict[str, Any]:
     """The verified config of a folder written by :func:`write_meta` for class ``expected``."""
     path = Path(folder) / META
     try:
-        document = io.read_document(path, version=FORMAT_VERSION, what="classifier", digest_key=DIGEST_KEY,
-                                    folder_files=True)  # fmt: skip
+        document = io.read_document(
+            path, version=FORMAT_VERSION, what="classifier", digest_key=DIGEST_KEY, folder_files=True
+        )
     except io.GuardFileError as err:
         raise ClassifierFileError(str(err)) from None
     if document.get("class") != class_path(expected):

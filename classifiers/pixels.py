@@ -61,8 +61,17 @@ class PixelEncoder:
     """Its outputs already tell people apart: an identity classifier compares them as they are (no metric fitted
     on top, see ``classifiers.image.METRICS``)."""
 
-    def __init__(self, net: Any, *, side: int, width: int, dim: int, mean: Sequence[float],
-                 std: Sequence[float], batch_size: int = 256) -> None:  # fmt: skip
+    def __init__(
+        self,
+        net: Any,
+        *,
+        side: int,
+        width: int,
+        dim: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        batch_size: int = 256,
+    ) -> None:
         self.net = net.eval()
         self.side, self.width, self.dim, self.batch_size = int(side), int(width), int(dim), int(batch_size)
         self.mean = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -90,8 +99,15 @@ class PixelEncoder:
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
         save_arrays(folder / WEIGHTS, state)
-        spec = {"kind": "pixel_cnn", "side": self.side, "width": self.width, "dim": self.dim,
-                "mean": self.mean.ravel().tolist(), "std": self.std.ravel().tolist(), "batch_size": self.batch_size}  # fmt: skip
+        spec = {
+            "kind": "pixel_cnn",
+            "side": self.side,
+            "width": self.width,
+            "dim": self.dim,
+            "mean": self.mean.ravel().tolist(),
+            "std": self.std.ravel().tolist(),
+            "batch_size": self.batch_size,
+        }
         (folder / CONFIG).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
         return spec
 
@@ -115,8 +131,15 @@ class PixelEncoder:
             raise ClassifierFileError(
                 f"{folder / WEIGHTS}: weights do not fit the configured network"
             ) from error
-        return cls(net, side=spec["side"], width=spec["width"], dim=spec["dim"], mean=spec["mean"],
-                   std=spec["std"], batch_size=spec.get("batch_size", 256))  # fmt: skip
+        return cls(
+            net,
+            side=spec["side"],
+            width=spec["width"],
+            dim=spec["dim"],
+            mean=spec["mean"],
+            std=spec["std"],
+            batch_size=spec.get("batch_size", 256),
+        )
 
 
 def train_pixel_encoder(

@@ -149,9 +149,17 @@ def fit_classifier(
 
 
 REFERENCES = (
-    "this person", "the person in the photo", "the person in this picture", "the individual pictured",
-    "this individual", "the man in the image", "the woman in the image", "them", "him", "her",
-)  # fmt: skip
+    "this person",
+    "the person in the photo",
+    "the person in this picture",
+    "the individual pictured",
+    "this individual",
+    "the man in the image",
+    "the woman in the image",
+    "them",
+    "him",
+    "her",
+)
 """Ways to point at someone without a name. The synthetic Test_Set's own phrasing ("the person shown here") is
 left out on purpose, so the held-out image questions stay unseen."""
 

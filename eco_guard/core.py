@@ -300,8 +300,14 @@ class GuardCore:
         if classifier is None:
             classifier = load_classifier(directory)
         bank = faces.saved_faces(directory)
-        return cls(model, tokenizer_or_processor, classifier=classifier, config=config, image_surrogates=bank,
-                   **kwargs)  # fmt: skip
+        return cls(
+            model,
+            tokenizer_or_processor,
+            classifier=classifier,
+            config=config,
+            image_surrogates=bank,
+            **kwargs,
+        )
 
 
 def load_classifier(directory: str | Path) -> PromptClassifier | None:

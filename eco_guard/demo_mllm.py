@@ -49,10 +49,13 @@ def load_demo_model(folder: str | Path = ASSET_DIR) -> tuple[Any, Any]:
     folder = Path(folder)
     recipe = read_record(folder)["recipe"]
     model, processor = build_llava(
-        recipe.get("language_model", "smollm2"), image_size=recipe["image_size"],
-        patch_size=recipe["patch_size"], vision_hidden=recipe["vision_hidden"],
-        vision_layers=recipe["vision_layers"], seed=recipe.get("seed", 0),
-    )  # fmt: skip
+        recipe.get("language_model", "smollm2"),
+        image_size=recipe["image_size"],
+        patch_size=recipe["patch_size"],
+        vision_hidden=recipe["vision_hidden"],
+        vision_layers=recipe["vision_layers"],
+        seed=recipe.get("seed", 0),
+    )
     state = load_file(folder / VISION_WEIGHTS)
     missing = [k for k in state if k not in model.state_dict()]
     if missing:

@@ -36,16 +36,27 @@ def corrupting(
     handles = []
     try:
         if plan.text_rows:
-            handles.append(embeddings.register_forward_hook(_once(
-                owner, lambda out: tuple(out.shape[:2]) == plan.batch_shape,
-                lambda out: corrupt_rows(out, plan.text_rows),
-            )))  # fmt: skip
+            handles.append(
+                embeddings.register_forward_hook(
+                    _once(
+                        owner,
+                        lambda out: tuple(out.shape[:2]) == plan.batch_shape,
+                        lambda out: corrupt_rows(out, plan.text_rows),
+                    )
+                )
+            )
         if plan.image_indices:
             if projector is None:
                 raise RuntimeError("the model has no multimodal projector to hook")
-            handles.append(projector.register_forward_hook(_once(
-                owner, lambda out: True, lambda out: corrupt_images(out, plan.image_indices),
-            )))  # fmt: skip
+            handles.append(
+                projector.register_forward_hook(
+                    _once(
+                        owner,
+                        lambda out: True,
+                        lambda out: corrupt_images(out, plan.image_indices),
+                    )
+                )
+            )
         yield
     finally:
         for handle in handles:

@@ -92,5 +92,7 @@ def test_the_checks_see_an_upward_import(tmp_path):
     )
     modules = project_modules()
     assert imports(source, modules) == [
-        ("benchmarks.demo", True), ("classifiers.terms", True), ("benchmarks.finetune", False),
-    ]  # fmt: skip
+        ("benchmarks.demo", True),
+        ("classifiers.terms", True),
+        ("benchmarks.finetune", False),
+    ]

@@ -60,8 +60,9 @@ def score_people(
     ids = [p.identity for p in people]
     # the fit wants other people to standardize on; every person is an identity here, so their portraits again
     images = [p.image for p in people] * 2
-    detector = ImageIdentityClassifier(encoder, fpr=None, n_augment=references, floor_quantile=None,
-                                       random_state=seed).fit(images, ids + [None] * len(ids))  # fmt: skip
+    detector = ImageIdentityClassifier(
+        encoder, fpr=None, n_augment=references, floor_quantile=None, random_state=seed
+    ).fit(images, ids + [None] * len(ids))
     order = [list(detector.identities_).index(i) for i in ids]
     rng = np.random.default_rng(seed + 1)
 
@@ -76,8 +77,15 @@ def score_people(
     return Scores(test=test.transpose(0, 2, 1), fresh=own, portrait=similarities([p.image for p in people]))
 
 
-def simulate(scores: Scores, *, splits: int = 1000, forget: int = 25, rate: float = 0.005,
-             rule: str = "identity", seed: int = 0) -> dict[str, float]:  # fmt: skip
+def simulate(
+    scores: Scores,
+    *,
+    splits: int = 1000,
+    forget: int = 25,
+    rate: float = 0.005,
+    rule: str = "identity",
+    seed: int = 0,
+) -> dict[str, float]:
     """Mean FNR / FPR over ``splits`` random splits and the share of splits above ``GOAL`` on each or either."""
     from classifiers.calibration import ConformalCalibrator
     from classifiers.image import FLOOR_QUANTILE, identity_floors
@@ -110,8 +118,13 @@ def simulate(scores: Scores, *, splits: int = 1000, forget: int = 25, rate: floa
         own_views = np.where(own_views >= floor[:, None], own_views, -1.0)
         fnr[k] = (own_views <= threshold).mean()
         fpr[k] = (score(scores.test[test][:, gone]) > threshold).mean()
-    return {"fnr": float(fnr.mean()), "fpr": float(fpr.mean()), "fnr_over": float((fnr > GOAL).mean()),
-            "fpr_over": float((fpr > GOAL).mean()), "either_over": float(((fnr > GOAL) | (fpr > GOAL)).mean())}  # fmt: skip
+    return {
+        "fnr": float(fnr.mean()),
+        "fpr": float(fpr.mean()),
+        "fnr_over": float((fnr > GOAL).mean()),
+        "fpr_over": float((fpr > GOAL).mean()),
+        "either_over": float(((fnr > GOAL) | (fpr > GOAL)).mean()),
+    }
 
 
 def people_of(root: Path) -> list[Any]:
@@ -145,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for root in args.data:
         scores = score_people(people_of(root), encoder, references=args.references, seed=args.seed)
         for rule in RULES:
-            result = simulate(scores, splits=args.splits, forget=args.forget, rate=args.rate, rule=rule,
-                              seed=args.seed)  # fmt: skip
+            result = simulate(
+                scores, splits=args.splits, forget=args.forget, rate=args.rate, rule=rule, seed=args.seed
+            )
             rows.append((root.name, rule, result))
     if len(args.data) > 1:
         for rule in RULES:
@@ -154,8 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(("mean", rule, {k: float(np.mean([r[k] for r in mine])) for k in mine[0]}))
     print(f"{'data':<12} {'floors':<9} {'FNR':>6} {'FPR':>6}  splits over {GOAL:.0%}: FNR    FPR  either")
     for name, rule, r in rows:
-        print(f"{name:<12} {rule:<9} {r['fnr']:6.2%} {r['fpr']:6.2%}  {r['fnr_over']:19.2%} "
-              f"{r['fpr_over']:6.2%} {r['either_over']:7.2%}")  # fmt: skip
+        print(
+            f"{name:<12} {rule:<9} {r['fnr']:6.2%} {r['fpr']:6.2%}  {r['fnr_over']:19.2%} "
+            f"{r['fpr_over']:6.2%} {r['either_over']:7.2%}"
+        )
     return 0
 
 

@@ -36,9 +36,16 @@ def draw_people(n: int, seed: int, size: int = 128) -> list:
 
 
 def build(
-    out: Path, *, people: int, views: int, steps: int, margin: float, seed: int, command: str,
+    out: Path,
+    *,
+    people: int,
+    views: int,
+    steps: int,
+    margin: float,
+    seed: int,
+    command: str,
     progress: bool = True,
-) -> Path:  # fmt: skip
+) -> Path:
     """Draw, train, save into ``out`` with ``recipe.json`` (the command, the settings, the loss log, the time)."""
     from classifiers.pixels import SCALE, train_pixel_encoder
 
@@ -54,9 +61,19 @@ def build(
         log=log,
     )
     encoder.save(out)
-    recipe = {"command": command, "people": people, "views": views, "steps": steps, "margin": margin,
-              "scale": SCALE, "threads": 1, "seed": seed, "first_index": FIRST_INDEX,
-              "seconds": round(time.perf_counter() - start, 1), "loss": log}  # fmt: skip
+    recipe = {
+        "command": command,
+        "people": people,
+        "views": views,
+        "steps": steps,
+        "margin": margin,
+        "scale": SCALE,
+        "threads": 1,
+        "seed": seed,
+        "first_index": FIRST_INDEX,
+        "seconds": round(time.perf_counter() - start, 1),
+        "loss": log,
+    }
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     return out
 
@@ -72,11 +89,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    changed = [f" --{k} {getattr(args, k)}" for k in ("people", "views", "steps", "margin", "seed")
-               if getattr(args, k) != parser.get_default(k)]  # fmt: skip
+    changed = [
+        f" --{k} {getattr(args, k)}"
+        for k in ("people", "views", "steps", "margin", "seed")
+        if getattr(args, k) != parser.get_default(k)
+    ]
     command = "python -m benchmarks.mllmu.portrait_encoder" + "".join(changed)
-    folder = build(args.out, people=args.people, views=args.views, steps=args.steps, margin=args.margin,
-                   seed=args.seed, command=command)  # fmt: skip
+    folder = build(
+        args.out,
+        people=args.people,
+        views=args.views,
+        steps=args.steps,
+        margin=args.margin,
+        seed=args.seed,
+        command=command,
+    )
     print(f"portrait encoder: {folder}")
     return 0
 

@@ -38,15 +38,24 @@ class SearchMetric:
 SEARCH_METRICS = {
     m.name: m
     for m in (
-        SearchMetric("mc_accuracy", ("classification",), "multiple choice: the option text with the highest "
-                     "log-probability after the prompt is the right one", generated=False),
+        SearchMetric(
+            "mc_accuracy",
+            ("classification",),
+            "multiple choice: the option text with the highest "
+            "log-probability after the prompt is the right one",
+            generated=False,
+        ),
         SearchMetric("stated_accuracy", ("classification",), "multiple choice: the option the answer states"),
         SearchMetric("cloze", ("cloze",), "cloze: the ground truth is a substring of the answer"),
         SearchMetric("rouge_l", ("generation", "qa"), "open questions and QA pairs: ROUGE-L F-measure"),
-        SearchMetric("answer_loglik", ("generation", "qa"), "open questions and QA pairs: mean per-token "
-                     "log-likelihood of the reference answer", generated=False),
+        SearchMetric(
+            "answer_loglik",
+            ("generation", "qa"),
+            "open questions and QA pairs: mean per-token log-likelihood of the reference answer",
+            generated=False,
+        ),
     )
-}  # fmt: skip
+}
 FALLBACK_ORDER = ("mc_accuracy", "rouge_l", "cloze")
 """Which metric ``optimize`` takes when the default one has no questions in the forget split."""
 MODALITIES = {"text": ("text_only",), "image": ("image_text",), "all": ev.MODALITIES}
@@ -129,9 +138,12 @@ class ForgetMetric:
         if not self.spec.generated:
             flags = [flagged] * len(self.items)
             self.batch = guard.prepare_scoring(
-                [it.request for it in self.items], [self._continuations(it) for it in self.items], flags,
-                chat_template=False, batch_size=batch_size,
-            )  # fmt: skip
+                [it.request for it in self.items],
+                [self._continuations(it) for it in self.items],
+                flags,
+                chat_template=False,
+                batch_size=batch_size,
+            )
 
     def _continuations(self, item: ev.Item) -> list[str]:
         if self.name == "mc_accuracy":
@@ -147,8 +159,13 @@ class ForgetMetric:
                 metrics.logprob_choice(list(it.options), s) for it, s in zip(self.items, scores, strict=True)
             ]
             return float(np.mean([p == it.reference for p, it in zip(picks, self.items, strict=True)]))
-        ev.run_items(FlagEvery(self.guard, self.flagged), self.items, batch_size=self.batch_size,
-                     max_new_tokens=self.max_new_tokens, logprob=False)  # fmt: skip
+        ev.run_items(
+            FlagEvery(self.guard, self.flagged),
+            self.items,
+            batch_size=self.batch_size,
+            max_new_tokens=self.max_new_tokens,
+            logprob=False,
+        )
         samples = [ev.score_item(it, False) for it in self.items]
         self.empty = float(np.mean([not s["response"].strip() for s in samples]))
         return float(np.mean([_sample_score(self.name, s) for s in samples]))
@@ -183,10 +200,12 @@ def forget_questions(
         ids = [row_id(r, f"target row {i}") for i, r in enumerate(rows)]
         names = {i: (r.get("biography") or {}).get("Name") for i, r in zip(ids, rows, strict=True)}
         bench = replace(
-            bench, sets={**bench.sets, "forget": rows}, forget_ids=ids,
+            bench,
+            sets={**bench.sets, "forget": rows},
+            forget_ids=ids,
             shot_rows={**bench.shot_rows, **dict(zip(ids, rows, strict=True))},
             names={**bench.names, **{i: n for i, n in names.items() if n}},
-        )  # fmt: skip
+        )
     sampler = ev.ShotSampler(bench, seed, few_shot, no_leak)
     return ev.build_items("forget", bench.sets["forget"], sampler, seed, MODALITIES[modality], bench.names)
 

@@ -101,8 +101,11 @@ def write_synthetic(
     rng = random.Random(seed)
     pools = fact_pools(values_per_fact, seed)
     people = make_people(n_profiles + never_trained, rng, pools, names)
-    counts = {"classification": classification_per_modality, "generation": generation_per_modality,
-              "cloze": cloze_per_modality}  # fmt: skip
+    counts = {
+        "classification": classification_per_modality,
+        "generation": generation_per_modality,
+        "cloze": cloze_per_modality,
+    }
     full, test, ft = [], [], []
     for index, person in enumerate(people):
         image = portraits.draw_portrait(portraits.draw_traits(index, rng, person["eyes"]), image_size)
@@ -152,8 +155,13 @@ def write_synthetic(
         "names": {p["ID"]: p["Name"] for p in people},
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    logger.info("wrote synthetic MLLMU-Bench (%d profiles, %d celebrities, seed %d) to %s",
-                n_profiles, n_celebrities, seed, root)  # fmt: skip
+    logger.info(
+        "wrote synthetic MLLMU-Bench (%d profiles, %d celebrities, seed %d) to %s",
+        n_profiles,
+        n_celebrities,
+        seed,
+        root,
+    )
     return root
 
 
@@ -205,15 +213,54 @@ def make_people(
         while facts["residence"] == facts["birthplace"]:
             facts["residence"] = rng.choice(pools["residence"])
         name = names[i] if names is not None else f"{first} {last}"
-        person = {"ID": f"{i + 1:0{width}d}", "Name": name, "Gender": gender,
-                  "eyes": rng.choice(vocab.EYES), "facts": facts}  # fmt: skip
+        person = {
+            "ID": f"{i + 1:0{width}d}",
+            "Name": name,
+            "Gender": gender,
+            "eyes": rng.choice(vocab.EYES),
+            "facts": facts,
+        }
         person["biography"] = _biography(person, rng)
         people.append(person)
     return people
 
 
-SYLLABLES = ("ba", "da", "ka", "la", "ma", "na", "ra", "sa", "ta", "va", "be", "de", "le", "me", "ne", "re", "se",
-             "te", "bi", "di", "li", "mi", "ni", "ri", "si", "lo", "mo", "no", "ro", "so", "to", "vo", "lu", "ru")  # fmt: skip
+SYLLABLES = (
+    "ba",
+    "da",
+    "ka",
+    "la",
+    "ma",
+    "na",
+    "ra",
+    "sa",
+    "ta",
+    "va",
+    "be",
+    "de",
+    "le",
+    "me",
+    "ne",
+    "re",
+    "se",
+    "te",
+    "bi",
+    "di",
+    "li",
+    "mi",
+    "ni",
+    "ri",
+    "si",
+    "lo",
+    "mo",
+    "no",
+    "ro",
+    "so",
+    "to",
+    "vo",
+    "lu",
+    "ru",
+)
 ENDINGS = ("n", "r", "l", "s", "")
 LAST_SUFFIXES = ("berg", "ford", "ley", "ton", "wick", "stead", "more", "dale", "by", "holm", "ridge")
 
@@ -287,8 +334,12 @@ def _task_rows(
                     row[task].append({"Question": question, "Ground_Truth": truth, "Type": kind})
     qa = _qa_pairs(person)[0]
     for row in (full, test):
-        row.update(ID=person["ID"], biography=json.dumps(person["biography"]), question=qa["Question"],
-                   answer=qa["Answer"])  # fmt: skip
+        row.update(
+            ID=person["ID"],
+            biography=json.dumps(person["biography"]),
+            question=qa["Question"],
+            answer=qa["Answer"],
+        )
     return full, test
 
 
@@ -310,8 +361,11 @@ def _cloze_answer(value: str, slot: vocab.Slot) -> str:
 def _multiple_choice(question: str, answer: str, pool: Sequence[str], rng: random.Random) -> dict[str, Any]:
     options = [answer, *rng.sample([v for v in dict.fromkeys(pool) if v != answer], 3)]
     rng.shuffle(options)
-    return {"Question": question, "Options": dict(zip(LETTERS, options, strict=True)),
-            "Correct_Answer": LETTERS[options.index(answer)]}  # fmt: skip
+    return {
+        "Question": question,
+        "Options": dict(zip(LETTERS, options, strict=True)),
+        "Correct_Answer": LETTERS[options.index(answer)],
+    }
 
 
 def _qa_pairs(person: dict[str, Any]) -> list[dict[str, str]]:
@@ -322,8 +376,13 @@ def _qa_pairs(person: dict[str, Any]) -> list[dict[str, str]]:
         value = person["facts"][slot.name]
         image_q = slot.image_question.replace("the person in the image", "this person")
         pairs.append({"ID": pid, "Question": image_q, "Answer": _statement(slot, IMAGE_SUBJECT, value)})
-        pairs.append({"ID": pid, "Question": slot.text_question.format(name=name),
-                      "Answer": _statement(slot, name, value)})  # fmt: skip
+        pairs.append(
+            {
+                "ID": pid,
+                "Question": slot.text_question.format(name=name),
+                "Answer": _statement(slot, name, value),
+            }
+        )
     return pairs
 
 
@@ -345,20 +404,34 @@ def _celebrity_row(celebrity, cid: str, index: int, rng: random.Random, size: in
         )
     }
     generation, cloze = [], []
-    for kind, subject, who in (("Image_Textual", IMAGE_SUBJECT, "the person in the image"),
-                               ("Pure_Text", c.name, c.name)):  # fmt: skip
+    for kind, subject, who in (
+        ("Image_Textual", IMAGE_SUBJECT, "the person in the image"),
+        ("Pure_Text", c.name, c.name),
+    ):
         generation += [
-            {"Question": f"What is the profession of {who}?",
-             "Ground_Truth": f"{subject} is {vocab.article(c.profession)} from {c.country}.", "Type": kind},
-            {"Question": f"What is {who} best known for?",
-             "Ground_Truth": f"{subject} is best known for {c.known_for}.", "Type": kind},
-        ]  # fmt: skip
+            {
+                "Question": f"What is the profession of {who}?",
+                "Ground_Truth": f"{subject} is {vocab.article(c.profession)} from {c.country}.",
+                "Type": kind,
+            },
+            {
+                "Question": f"What is {who} best known for?",
+                "Ground_Truth": f"{subject} is best known for {c.known_for}.",
+                "Type": kind,
+            },
+        ]
         cloze += [
             {"Question": f"{subject} is famous as a __.", "Ground_Truth": c.profession, "Type": kind},
             {"Question": f"{subject} comes from __.", "Ground_Truth": c.country, "Type": kind},
         ]
-    biography = {"Name": c.name, "Born": c.born, "Date of Birth": c.date_of_birth, "Gender": c.gender,
-                 "Employment": c.profession.capitalize(), "Description": f"{c.name} is known for {c.known_for}."}  # fmt: skip
+    biography = {
+        "Name": c.name,
+        "Born": c.born,
+        "Date of Birth": c.date_of_birth,
+        "Gender": c.gender,
+        "Employment": c.profession.capitalize(),
+        "Description": f"{c.name} is known for {c.known_for}.",
+    }
     image = portraits.draw_portrait(portraits.draw_traits(index, rng), size)
     return {
         "ID": cid,
@@ -387,25 +460,33 @@ def _schema(image_field: str):
     import pyarrow as pa
 
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    choice = pa.struct([
-        ("Question", pa.string()),
-        ("Options", pa.struct([(k, pa.string()) for k in LETTERS])),
-        ("Correct_Answer", pa.string()),
-    ])  # fmt: skip
+    choice = pa.struct(
+        [
+            ("Question", pa.string()),
+            ("Options", pa.struct([(k, pa.string()) for k in LETTERS])),
+            ("Correct_Answer", pa.string()),
+        ]
+    )
     open_task = pa.list_(
         pa.struct([("Question", pa.string()), ("Ground_Truth", pa.string()), ("Type", pa.string())])
     )
-    return pa.schema([
-        ("ID", pa.string()),
-        (image_field, image if image_field == "image" else pa.list_(image)),
-        ("biography", pa.string()),
-        ("question", pa.string()),
-        ("answer", pa.string()),
-        ("Classification_Task", pa.struct([("Image_Textual_Questions", pa.list_(choice)),
-                                           ("Pure_Text_Questions", pa.list_(choice))])),
-        ("Generation_Task", open_task),
-        ("Mask_Task", open_task),
-    ])  # fmt: skip
+    return pa.schema(
+        [
+            ("ID", pa.string()),
+            (image_field, image if image_field == "image" else pa.list_(image)),
+            ("biography", pa.string()),
+            ("question", pa.string()),
+            ("answer", pa.string()),
+            (
+                "Classification_Task",
+                pa.struct(
+                    [("Image_Textual_Questions", pa.list_(choice)), ("Pure_Text_Questions", pa.list_(choice))]
+                ),
+            ),
+            ("Generation_Task", open_task),
+            ("Mask_Task", open_task),
+        ]
+    )
 
 
 def _ft_schema():
@@ -461,10 +542,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="transformed views per person in Test_Set (held-out images)",
     )
     args = parser.parse_args(argv)
-    path = write_synthetic(args.root, args.profiles, args.celebrities, args.seed, image_size=args.image_size,
-                           n_test_images=args.test_images, with_images=not args.text_only,
-                           values_per_fact=args.values_per_fact, never_trained=args.never_trained,
-                           names=_read_names(args.names))  # fmt: skip
+    path = write_synthetic(
+        args.root,
+        args.profiles,
+        args.celebrities,
+        args.seed,
+        image_size=args.image_size,
+        n_test_images=args.test_images,
+        with_images=not args.text_only,
+        values_per_fact=args.values_per_fact,
+        never_trained=args.never_trained,
+        names=_read_names(args.names),
+    )
     print(f"wrote {path}")
     return 0
 

@@ -112,8 +112,14 @@ def twin_row(
     return out
 
 
-def write_twins(source: Path, target: Path, configs: Mapping[str, str], pairs: Sequence[tuple[str, str]],
-                names: Mapping[str, str], twin_names: Mapping[tuple[str, str], str] | None = None) -> None:  # fmt: skip
+def write_twins(
+    source: Path,
+    target: Path,
+    configs: Mapping[str, str],
+    pairs: Sequence[tuple[str, str]],
+    names: Mapping[str, str],
+    twin_names: Mapping[tuple[str, str], str] | None = None,
+) -> None:
     """For each ``target config <- source config`` in ``configs``, write the twin rows of ``pairs`` (raw parquet
     rows: images stay encoded, the schema is kept). ``twin_names``: a pair's own name for its twin, instead of the
     never-trained person's (the name a guard reads for that forget person)."""

@@ -37,8 +37,16 @@ FILLER = (
     "I am writing a short report for a class and would like a clear, friendly answer that a student can follow, "
     "with one concrete example."
 )
-TOPICS = ["the water cycle", "photosynthesis", "the printing press", "volcanoes", "the Roman Empire", "tides",
-          "electric motors", "the immune system"]  # fmt: skip
+TOPICS = [
+    "the water cycle",
+    "photosynthesis",
+    "the printing press",
+    "volcanoes",
+    "the Roman Empire",
+    "tides",
+    "electric motors",
+    "the immune system",
+]
 
 
 def build_guard(root: Path) -> tuple[Path, list[str]]:
@@ -72,8 +80,19 @@ def start_server(guard: Path, root: Path) -> tuple[subprocess.Popen, str, str]:
     from eco_guard.server.engine import free_port
 
     port, engine_port = free_port(), free_port()
-    command = [str(Path(sys.executable).parent / "eco-guard"), "serve", "--model", "smollm2", "--guard", str(guard),
-               "--port", str(port), "--engine-port", str(engine_port), *ENGINE]  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "eco-guard"),
+        "serve",
+        "--model",
+        "smollm2",
+        "--guard",
+        str(guard),
+        "--port",
+        str(port),
+        "--engine-port",
+        str(engine_port),
+        *ENGINE,
+    ]
     log = open(root / "serve.log", "wb")  # noqa: SIM115 (the server writes it until it stops)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -109,8 +128,15 @@ async def round_(url: str, texts: list[str]) -> tuple[float, list[float]]:
     firsts: list[float] = []
 
     async def one(client: httpx.AsyncClient, text: str) -> None:
-        body = {"model": "smollm2", "messages": [{"role": "user", "content": text}], "max_tokens": NEW_TOKENS,
-                "min_tokens": NEW_TOKENS, "ignore_eos": True, "temperature": 0.0, "stream": True}  # fmt: skip
+        body = {
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": NEW_TOKENS,
+            "min_tokens": NEW_TOKENS,
+            "ignore_eos": True,
+            "temperature": 0.0,
+            "stream": True,
+        }
         async with gate:
             start = time.perf_counter()
             async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
@@ -155,11 +181,17 @@ def same_as_guarded_llm(url: str, guard_dir: Path, people: list[str]) -> tuple[i
     named = [f"{t} {p}?" for p in people for t in ("Who is", "Where does one meet", "What is known about")]
     asks = questions + (named * 25)[:25]
     client = OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
-    served = [client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": q}],
-                                             temperature=0.0, max_tokens=NEW_TOKENS).choices[0].message.content
-              for q in asks]  # fmt: skip
-    runner = GuardedLLM.from_pretrained("smollm2", guard_dir=guard_dir, max_model_len=1024, dtype="float32",
-                                        enforce_eager=True, seed=0)  # fmt: skip
+    served = [
+        client.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": q}], temperature=0.0, max_tokens=NEW_TOKENS
+        )
+        .choices[0]
+        .message.content
+        for q in asks
+    ]
+    runner = GuardedLLM.from_pretrained(
+        "smollm2", guard_dir=guard_dir, max_model_len=1024, dtype="float32", enforce_eager=True, seed=0
+    )
     try:
         flags = [f.flagged for f in runner.decide(runner.guard.requests(asks))]
         offline = runner.generate(asks, max_new_tokens=NEW_TOKENS)
@@ -179,8 +211,11 @@ def main() -> None:
         process, url, engine = start_server(guard, root)
         print(f"server + engine start: {time.perf_counter() - start:.0f} s", flush=True)
         try:
-            modes = {"plain": (engine, prompts(people, 0.0)), "0%": (url, prompts(people, 0.0)),
-                     "10%": (url, prompts(people, 0.1))}  # fmt: skip
+            modes = {
+                "plain": (engine, prompts(people, 0.0)),
+                "0%": (url, prompts(people, 0.0)),
+                "10%": (url, prompts(people, 0.1)),
+            }
             for target, texts in modes.values():  # warm-up
                 asyncio.run(round_(target, texts[:CLIENTS]))
             walls: dict[str, list[float]] = {m: [] for m in modes}
@@ -192,8 +227,10 @@ def main() -> None:
                     walls[mode].append(wall)
                     firsts[mode] += ttft
             base = statistics.median(walls["plain"])
-            print(f"{REQUESTS} chat requests x {NEW_TOKENS} new tokens, {CLIENTS} concurrent clients, median of "
-                  f"{REPEATS} interleaved rounds")  # fmt: skip
+            print(
+                f"{REQUESTS} chat requests x {NEW_TOKENS} new tokens, {CLIENTS} concurrent clients, median of "
+                f"{REPEATS} interleaved rounds"
+            )
             for mode in modes:
                 wall = statistics.median(walls[mode])
                 ratio, goal = base / wall, GOALS.get(mode)
@@ -204,8 +241,10 @@ def main() -> None:
                     + ("met)" if ratio >= goal else "MISSED)")
                 )
                 label = "plain vLLM server" if mode == "plain" else f"guarded, {mode} flagged"
-                print(f"{label}: {wall:.2f} s, time to first token p50 "
-                      f"{1e3 * statistics.median(firsts[mode]):.0f} ms{verdict}")  # fmt: skip
+                print(
+                    f"{label}: {wall:.2f} s, time to first token p50 "
+                    f"{1e3 * statistics.median(firsts[mode]):.0f} ms{verdict}"
+                )
             cost = guard_cost(guard, prompts(people, 0.1)[:40])
             for kind, ms in cost.items():
                 verdict = "met" if ms <= GUARD_P50_MS else "MISSED"
@@ -213,8 +252,10 @@ def main() -> None:
                     f"guard cost per request ({kind}): p50 {ms:.1f} ms (goal <= {GUARD_P50_MS:.0f}: {verdict})"
                 )
             plain_same, plain_n, flagged_same, flagged_n = same_as_guarded_llm(url, guard, people)
-            print(f"greedy answers identical to GuardedLLM: {plain_same}/{plain_n} unflagged, "
-                  f"{flagged_same}/{flagged_n} flagged (goal >= 95%)")  # fmt: skip
+            print(
+                f"greedy answers identical to GuardedLLM: {plain_same}/{plain_n} unflagged, "
+                f"{flagged_same}/{flagged_n} flagged (goal >= 95%)"
+            )
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(120)

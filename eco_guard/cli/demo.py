@@ -128,12 +128,22 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     settings = DemoSettings(
-        out=Path(args.out), artifact=Path(args.artifact) if args.artifact else None, retrain=args.retrain,
-        limit=args.limit, max_new_tokens=args.max_new_tokens, budget=args.budget, seed=args.seed,
-        logprob=args.logprob, metric=args.search_metric, corruption=args.corruption,
-        image_corruption=args.image_corruption, no_leak=not args.leaky_few_shot, combine=args.combine,
-        guard_seeds=args.guard_seeds, own_names=args.own_names,
-    )  # fmt: skip
+        out=Path(args.out),
+        artifact=Path(args.artifact) if args.artifact else None,
+        retrain=args.retrain,
+        limit=args.limit,
+        max_new_tokens=args.max_new_tokens,
+        budget=args.budget,
+        seed=args.seed,
+        logprob=args.logprob,
+        metric=args.search_metric,
+        corruption=args.corruption,
+        image_corruption=args.image_corruption,
+        no_leak=not args.leaky_few_shot,
+        combine=args.combine,
+        guard_seeds=args.guard_seeds,
+        own_names=args.own_names,
+    )
     report = run_demo(settings)
     print(
         "\nScores on [0, 1] (accuracies / 100): vanilla | guarded (forget set: the mean of the guard seeds) |\n"

@@ -65,9 +65,13 @@ def vllm_runner(args: argparse.Namespace) -> Any:
     from eco_guard.vllm_backend import GuardedLLM
 
     return GuardedLLM.from_pretrained(
-        args.model, guard_dir=args.guard, max_model_len=args.max_model_len, dtype="float32", seed=args.seed,
+        args.model,
+        guard_dir=args.guard,
+        max_model_len=args.max_model_len,
+        dtype="float32",
+        seed=args.seed,
         enforce_eager=args.enforce_eager,
-    )  # fmt: skip
+    )
 
 
 BACKENDS = {"hf": hf_runner, "vllm": vllm_runner}

@@ -39,9 +39,15 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.finetune import LOSS_LOG, FinetuneConfig, finetune
 
     config = FinetuneConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lora=args.lora, lora_r=args.lora_r,
-        train_projector=args.train_projector, train_vision=args.train_vision, seed=args.seed,
-    )  # fmt: skip
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lora=args.lora,
+        lora_r=args.lora_r,
+        train_projector=args.train_projector,
+        train_vision=args.train_vision,
+        seed=args.seed,
+    )
     out, losses = finetune(
         args.data,
         args.base,

@@ -154,13 +154,18 @@ def run(args: argparse.Namespace) -> int:
         SearchSpace,
         check_target,
         optimize_guard,
-    )  # fmt: skip
+    )
 
     config = (
         GuardConfig.from_pretrained(args.guard) if Path(args.guard, CONFIG_NAME).is_file() else GuardConfig()
     )
-    changes = {"corruption": args.corruption, "image_corruption": args.image_corruption, "scope": args.scope,
-               "surrogate_given_names": args.surrogate_given_names, "surrogate_surnames": args.surrogate_surnames}  # fmt: skip
+    changes = {
+        "corruption": args.corruption,
+        "image_corruption": args.image_corruption,
+        "scope": args.scope,
+        "surrogate_given_names": args.surrogate_given_names,
+        "surrogate_surnames": args.surrogate_surnames,
+    }
     config = config.replace(**{k: v for k, v in changes.items() if v is not None})
     classifier = load_classifier(args.guard)
     if classifier is None and "spans" in config.scope:
@@ -199,8 +204,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{where} has no {modality} questions for metric {metric}") from None
         target = sm.ForgetMetric(guard, heldout, metric, flagged=False, **sizes)()
         named = "the surrogate names the guard reads" if surrogate else "their own names"
-        source = (f"measured unguarded: the forget questions about {min(len(rows), sm.TWIN_ROUNDS)} never-trained "
-                  f"people of {where}, under {named}; {len(heldout)} questions")  # fmt: skip
+        source = (
+            f"measured unguarded: the forget questions about {min(len(rows), sm.TWIN_ROUNDS)} never-trained "
+            f"people of {where}, under {named}; {len(heldout)} questions"
+        )
     check_target(metric, target, sm.metric_bounds(metric))
     print(f"target {metric} = {target:.4f} ({source})")
     family = config.image_corruption_name if args.search == "image_strength" else config.corruption

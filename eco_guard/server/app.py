@@ -66,9 +66,11 @@ class Metrics:
             "eco_guard_errors", "error answers", ["endpoint", "status"], registry=self.registry
         )
         self.classifier = Histogram(
-            "eco_guard_classifier_seconds", "classifier latency per request", registry=self.registry,
+            "eco_guard_classifier_seconds",
+            "classifier latency per request",
+            registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-        )  # fmt: skip
+        )
         for endpoint in ENDPOINTS:  # every series exists from the start, at 0
             self.requests.labels(endpoint)
             self.flagged.labels(endpoint)
@@ -129,9 +131,15 @@ def create_app(guard: GuardCore, engine_url: str, settings: ServerSettings, max_
         flagged = any(f.flagged for f in flags)
         if flagged:
             metrics.flagged.labels(endpoint).inc()
-        logger.info("request %s %s flagged=%s score=%.4f classifier_ms=%.1f%s", request_id, endpoint, flagged,
-                    max(f.score for f in flags), 1e3 * seconds,
-                    f" prompt={json.dumps(body)[:2000]}" if settings.log_prompts else "")  # fmt: skip
+        logger.info(
+            "request %s %s flagged=%s score=%.4f classifier_ms=%.1f%s",
+            request_id,
+            endpoint,
+            flagged,
+            max(f.score for f in flags),
+            1e3 * seconds,
+            f" prompt={json.dumps(body)[:2000]}" if settings.log_prompts else "",
+        )
         if not flagged and not parsed.has_image:
             return counted(await relay(client, "POST", endpoint, body, request_id), endpoint)
         try:
@@ -139,7 +147,7 @@ def create_app(guard: GuardCore, engine_url: str, settings: ServerSettings, max_
                 lambda: [
                     prepare_request(guard, r, f, None if chat else False, max_model_len)
                     for r, f in zip(parsed.requests, flags, strict=True)
-                ]  # fmt: skip
+                ]
             )
         except (ValueError, RequestError) as err:
             raise ApiError(400, str(err)) from None
@@ -231,12 +239,17 @@ async def relay(
     headers = {k: v for k, v in upstream.headers.items() if k.lower() in RELAYED_HEADERS}
     if request_id:
         headers["x-request-id"] = request_id
-    return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code, headers=headers,
-                             background=BackgroundTask(upstream.aclose))  # fmt: skip
+    return StreamingResponse(
+        upstream.aiter_raw(),
+        status_code=upstream.status_code,
+        headers=headers,
+        background=BackgroundTask(upstream.aclose),
+    )
 
 
-async def relay_stream(client: httpx.AsyncClient, body: dict[str, Any], renames_of, chat: bool,
-                       request_id: str) -> Response:  # fmt: skip
+async def relay_stream(
+    client: httpx.AsyncClient, body: dict[str, Any], renames_of, chat: bool, request_id: str
+) -> Response:
     """A guarded request streamed: the engine's completion events converted as they come."""
     try:
         upstream = await client.send(client.build_request("POST", "/v1/completions", json=body), stream=True)

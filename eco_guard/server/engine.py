@@ -85,9 +85,20 @@ class EngineProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", SERVER_MODULE, "--model", self.model, "--host", "127.0.0.1", "--port",
-            str(self.port), "--enable-prompt-embeds", "--served-model-name", self.served_name, *self.options,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            SERVER_MODULE,
+            "--model",
+            self.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--enable-prompt-embeds",
+            "--served-model-name",
+            self.served_name,
+            *self.options,
+        ]
 
     def start(self, timeout: float = 900.0) -> EngineProcess:
         """Start the engine and wait until it answers ``/health``; EngineError with its last log lines if not."""

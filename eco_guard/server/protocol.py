@@ -24,9 +24,23 @@ from eco_guard.requests import Request, to_request
 from eco_guard.surrogates import restore
 
 SAMPLING_FIELDS = (
-    "max_tokens", "temperature", "top_p", "n", "stop", "seed", "presence_penalty", "frequency_penalty", "user",
-    "stream", "stream_options", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos",
-)  # fmt: skip
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "user",
+    "stream",
+    "stream_options",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "min_tokens",
+    "ignore_eos",
+)
 """What a guarded request carries over to the engine's completions endpoint: the OpenAI sampling fields and vLLM's
 sampling extras (none of them reaches the prompt)."""
 CHAT_FIELDS = frozenset({"model", "messages", "max_completion_tokens", *SAMPLING_FIELDS})
@@ -95,8 +109,14 @@ def _sampling(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
     return sampling
 
 
-RANGES = (("max_tokens", 1, 1 << 20), ("n", 1, 16), ("temperature", 0.0, 2.0), ("top_p", 1e-9, 1.0),
-          ("presence_penalty", -2.0, 2.0), ("frequency_penalty", -2.0, 2.0))  # fmt: skip
+RANGES = (
+    ("max_tokens", 1, 1 << 20),
+    ("n", 1, 16),
+    ("temperature", 0.0, 2.0),
+    ("top_p", 1e-9, 1.0),
+    ("presence_penalty", -2.0, 2.0),
+    ("frequency_penalty", -2.0, 2.0),
+)
 
 
 def _vllm_model(kind: str) -> Any:
@@ -104,8 +124,10 @@ def _vllm_model(kind: str) -> Any:
     import importlib
 
     name = "ChatCompletionRequest" if kind == "chat" else "CompletionRequest"
-    for module in (f"vllm.entrypoints.openai.{'chat_completion' if kind == 'chat' else 'completion'}.protocol",
-                   "vllm.entrypoints.openai.protocol"):  # fmt: skip
+    for module in (
+        f"vllm.entrypoints.openai.{'chat_completion' if kind == 'chat' else 'completion'}.protocol",
+        "vllm.entrypoints.openai.protocol",
+    ):
         try:
             return getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):
@@ -133,8 +155,11 @@ def parse_chat(body: Any, *, multimodal: bool, max_chars: int) -> ParsedRequest:
     turns, images = [], []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or set(message) - {"role", "content", "name"}:
-            raise ApiError(400, f"messages[{i}] must hold 'role' and 'content' (and optionally 'name')",
-                           param=f"messages[{i}]")  # fmt: skip
+            raise ApiError(
+                400,
+                f"messages[{i}] must hold 'role' and 'content' (and optionally 'name')",
+                param=f"messages[{i}]",
+            )
         role = ROLE_ALIASES.get(message.get("role"), message.get("role"))
         turns.append({"role": role, "content": _content(message.get("content"), i, images)})
     if images and not multimodal:
@@ -161,8 +186,11 @@ def _content(content: Any, i: int, images: list[Any]) -> str:
         kind = part.get("type") if isinstance(part, dict) else None
         where = f"messages[{i}].content[{k}]"
         if kind not in PART_TYPES:
-            raise ApiError(400, f"{where}: part type {kind!r} is not accepted (accepted: {', '.join(PART_TYPES)})",
-                           param=where)  # fmt: skip
+            raise ApiError(
+                400,
+                f"{where}: part type {kind!r} is not accepted (accepted: {', '.join(PART_TYPES)})",
+                param=where,
+            )
         if kind == "text":
             if not isinstance(part.get("text"), str):
                 raise ApiError(400, f"{where}: 'text' must be a string", param=where)
@@ -180,8 +208,12 @@ def parse_completion(body: Any, *, max_chars: int) -> ParsedRequest:
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ApiError(400, "'prompt' must be a string or a list of strings (token-id prompts are not accepted: "
-                       "the classifier reads text)", param="prompt")  # fmt: skip
+        raise ApiError(
+            400,
+            "'prompt' must be a string or a list of strings (token-id prompts are not accepted: "
+            "the classifier reads text)",
+            param="prompt",
+        )
     _check_length(max(len(p) for p in prompts), max_chars)
     try:
         requests = [to_request(p) for p in prompts]
@@ -192,8 +224,9 @@ def parse_completion(body: Any, *, max_chars: int) -> ParsedRequest:
 
 def _check_length(chars: int, max_chars: int) -> None:
     if chars > max_chars:
-        raise ApiError(400, f"the prompt has {chars} characters; this server takes at most {max_chars}",
-                       param="messages")  # fmt: skip
+        raise ApiError(
+            400, f"the prompt has {chars} characters; this server takes at most {max_chars}", param="messages"
+        )
 
 
 def load_image_url(url: Any, where: str) -> Any:
@@ -205,8 +238,9 @@ def load_image_url(url: Any, where: str) -> Any:
         raise ApiError(400, f"{where}: image_url must be a string or {{'url': string}}", param=where)
     scheme = urlparse(url).scheme
     if scheme not in IMAGE_SCHEMES:
-        raise ApiError(400, f"{where}: image URLs must be data: URIs or file: URLs, not {scheme or 'this'}",
-                       param=where)  # fmt: skip
+        raise ApiError(
+            400, f"{where}: image URLs must be data: URIs or file: URLs, not {scheme or 'this'}", param=where
+        )
     try:
         if scheme == "data":
             header, _, payload = url.partition(",")
@@ -242,13 +276,22 @@ def restorer(renames: Sequence[Sequence[tuple[str, str]]], n: int):
 def to_chat(completion: Mapping[str, Any], renames_of) -> dict[str, Any]:
     """A vLLM completions answer as a chat completions answer, names written back."""
     choices = [
-        {"index": c["index"], "message": {"role": "assistant", "content": restore(c["text"], renames_of(c["index"]))},
-         "finish_reason": c.get("finish_reason"), "logprobs": None}
+        {
+            "index": c["index"],
+            "message": {"role": "assistant", "content": restore(c["text"], renames_of(c["index"]))},
+            "finish_reason": c.get("finish_reason"),
+            "logprobs": None,
+        }
         for c in completion["choices"]
-    ]  # fmt: skip
-    return {"id": "chatcmpl-" + str(completion["id"]).removeprefix("cmpl-"), "object": "chat.completion",
-            "created": completion.get("created", int(time.time())), "model": completion["model"],
-            "choices": choices, "usage": completion.get("usage")}  # fmt: skip
+    ]
+    return {
+        "id": "chatcmpl-" + str(completion["id"]).removeprefix("cmpl-"),
+        "object": "chat.completion",
+        "created": completion.get("created", int(time.time())),
+        "model": completion["model"],
+        "choices": choices,
+        "usage": completion.get("usage"),
+    }
 
 
 def restore_completion(completion: dict[str, Any], renames_of) -> dict[str, Any]:
@@ -304,16 +347,31 @@ async def convert_stream(lines: AsyncIterator[str], renames_of, *, chat: bool) -
 
 
 def _chat_chunks(event: Mapping[str, Any], started: set[int]) -> list[dict[str, Any]]:
-    base = {"id": "chatcmpl-" + str(event["id"]).removeprefix("cmpl-"), "object": "chat.completion.chunk",
-            "created": event.get("created", int(time.time())), "model": event["model"]}  # fmt: skip
+    base = {
+        "id": "chatcmpl-" + str(event["id"]).removeprefix("cmpl-"),
+        "object": "chat.completion.chunk",
+        "created": event.get("created", int(time.time())),
+        "model": event["model"],
+    }
     chunks = []
     for choice in event.get("choices", []):
         delta: dict[str, Any] = {"content": choice["text"]}
         if choice["index"] not in started:
             started.add(choice["index"])
             delta = {"role": "assistant", **delta}
-        chunks.append({**base, "choices": [{"index": choice["index"], "delta": delta, "logprobs": None,
-                                            "finish_reason": choice.get("finish_reason")}]})  # fmt: skip
+        chunks.append(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": choice["index"],
+                        "delta": delta,
+                        "logprobs": None,
+                        "finish_reason": choice.get("finish_reason"),
+                    }
+                ],
+            }
+        )
     if event.get("usage") is not None and not event.get("choices"):
         chunks.append({**base, "choices": [], "usage": event["usage"]})
     return chunks

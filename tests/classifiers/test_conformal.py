@@ -73,10 +73,15 @@ def test_calibration_negatives_are_enough_to_flag_at_the_target_rate() -> None:
     from classifiers.training import Profile, calibration_negatives
 
     people = [
-        Profile(f"p{k}", f"Person Number{k}", [f"Where does Person Number{k} live?"],
-                ["Where does this person live?"], Image.new("RGB", (32, 32), (10 * k, 80, 90)))
+        Profile(
+            f"p{k}",
+            f"Person Number{k}",
+            [f"Where does Person Number{k} live?"],
+            ["Where does this person live?"],
+            Image.new("RGB", (32, 32), (10 * k, 80, 90)),
+        )
         for k in range(3)
-    ]  # fmt: skip
+    ]
     rng = np.random.default_rng(0)
     for fpr in (0.05, 0.01):
         requests = calibration_negatives(

@@ -30,8 +30,23 @@ def test_train_then_classify(tmp_path, capsys) -> None:
 
     data = write_synthetic(tmp_path / "mllmu", n_profiles=40, n_celebrities=6, seed=1, image_size=64)
     guard = tmp_path / "guard"
-    argv = ["train-classifier", "--data", str(data), "--forget", "forget_10", "--out", str(guard), "--fpr", "0.2",
-            "--robustness-per-family", "8", "--text-head-share", "0.5", "--combine", "split"]  # fmt: skip
+    argv = [
+        "train-classifier",
+        "--data",
+        str(data),
+        "--forget",
+        "forget_10",
+        "--out",
+        str(guard),
+        "--fpr",
+        "0.2",
+        "--robustness-per-family",
+        "8",
+        "--text-head-share",
+        "0.5",
+        "--combine",
+        "split",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "forget FNR" in printed and "buried_600_tokens" in printed
@@ -47,8 +62,11 @@ def test_train_then_classify(tmp_path, capsys) -> None:
     forget = load_config(data, "forget_10")
     name = forget[0]["biography"]["Name"]
     forget[0]["image"].save(tmp_path / "face.png")
-    requests = [{"text": f"Where does {name} live?"}, {"text": "What is this person's job?", "image": "face.png"},
-                {"text": "What is the capital of Kenya?"}]  # fmt: skip
+    requests = [
+        {"text": f"Where does {name} live?"},
+        {"text": "What is this person's job?", "image": "face.png"},
+        {"text": "What is the capital of Kenya?"},
+    ]
     results = classify(guard, requests, tmp_path)
     assert [r["flagged"] for r in results] == [True, True, False]
 
@@ -64,8 +82,21 @@ def test_the_portrait_encoder_reads_the_photos(tmp_path) -> None:
 
     data = write_synthetic(tmp_path / "mllmu", n_profiles=40, n_celebrities=6, seed=2, image_size=64)
     guard = tmp_path / "guard"
-    argv = ["train-classifier", "--data", str(data), "--forget", "forget_10", "--out", str(guard), "--fpr", "0.2",
-            "--robustness-per-family", "4", "--image-encoder", "portrait"]  # fmt: skip
+    argv = [
+        "train-classifier",
+        "--data",
+        str(data),
+        "--forget",
+        "forget_10",
+        "--out",
+        str(guard),
+        "--fpr",
+        "0.2",
+        "--robustness-per-family",
+        "4",
+        "--image-encoder",
+        "portrait",
+    ]
     assert main(argv) == 0
     assert isinstance(load_classifier(guard).image.encoder_, PixelEncoder)
     forget, retain = load_config(data, "forget_10"), load_config(data, "retain_90")
@@ -93,8 +124,15 @@ def test_bad_arguments(tmp_path, capsys) -> None:
         main(["classify", "--guard", str(tmp_path), "--prompts", str(tmp_path / "x.jsonl"), "--out", "o"])
         == 2
     )
-    share = ["train-classifier", "--data", str(tmp_path), "--out", str(tmp_path / "g"),
-             "--text-head-share", "0"]  # fmt: skip
+    share = [
+        "train-classifier",
+        "--data",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "g"),
+        "--text-head-share",
+        "0",
+    ]
     capsys.readouterr()
     assert main(share) == 2
     assert "--text-head-share must lie in (0, 1]" in capsys.readouterr().err

@@ -16,9 +16,11 @@ from benchmarks.finetune import FinetuneConfig
 def tiny_artifact(tmp_path_factory):
     recipe = demo_model.DemoRecipe(
         data=demo_model.DemoData(n_profiles=6, n_celebrities=2, n_heldout=2),
-        language_model=None, vision_steps=30, views_per_person=4,
+        language_model=None,
+        vision_steps=30,
+        views_per_person=4,
         profiles=FinetuneConfig(epochs=1, batch_size=16, lr=3e-3),
-    )  # fmt: skip
+    )
     folder = tmp_path_factory.mktemp("artifact") / "demo_mllm"
     return demo_model.build_demo_model(folder, recipe, command="test", progress=False)
 
@@ -68,8 +70,15 @@ def test_vision_stage_writes_names_into_the_image_tokens(tiny_artifact):
 def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     from benchmarks.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
-                            blend_strengths=(0.0, 1.0), guard_seeds=2)  # fmt: skip
+    settings = DemoSettings(
+        out=tmp_path / "out",
+        artifact=tiny_artifact,
+        limit=1,
+        max_new_tokens=4,
+        budget=2,
+        blend_strengths=(0.0, 1.0),
+        guard_seeds=2,
+    )
     with pytest.raises(ValueError, match="guard_seeds=3: each guard reads one never-trained person"):
         run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, guard_seeds=3))
     report = run_demo(settings)
@@ -159,8 +168,10 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
     never = json.loads((tmp_path / "out" / "results" / "never_trained" / "results.json").read_text())
     assert set(never["metrics"]) == {"forget", "test"}
     # more guards on the forget set, each its own surrogate names and faces; the forget goals read their mean
-    seeds = [json.loads((tmp_path / "out" / "results" / f"guarded_seed{k}" / "results.json").read_text())
-             for k in range(1, settings.guard_seeds)]  # fmt: skip
+    seeds = [
+        json.loads((tmp_path / "out" / "results" / f"guarded_seed{k}" / "results.json").read_text())
+        for k in range(1, settings.guard_seeds)
+    ]
     assert [r["provenance"]["guard_config"]["seed"] for r in seeds] == list(range(1, settings.guard_seeds))
     assert [r["provenance"]["surrogate_face_of"] for r in seeds] == heldout[1 : settings.guard_seeds]
     assert all(set(r["metrics"]) == {"forget"} for r in seeds)
@@ -173,14 +184,33 @@ def test_demo_pipeline_end_to_end_and_cached(tiny_artifact, tmp_path):
         sum(r["text_only"]["rougeL"] for r in runs) / len(runs)
     )
     stamp = (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns
-    again = run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4, budget=2,
-                                  blend_strengths=(0.0, 1.0), guard_seeds=2))  # fmt: skip
+    again = run_demo(
+        DemoSettings(
+            out=tmp_path / "out",
+            artifact=tiny_artifact,
+            limit=1,
+            max_new_tokens=4,
+            budget=2,
+            blend_strengths=(0.0, 1.0),
+            guard_seeds=2,
+        )
+    )
     assert (tmp_path / "out" / "results" / "vanilla" / "results.json").stat().st_mtime_ns == stamp
     assert again.table == report.table, (again.table, report.table)
     # one metric of the open questions instead: a new search (the evaluations before it are reused)
-    checked = run_demo(DemoSettings(out=tmp_path / "out", artifact=tiny_artifact, limit=1, max_new_tokens=4,
-                                    budget=2, blend_strengths=(0.0, 1.0), metric="rouge_l", guard_seeds=2,
-                                    own_names=True))  # fmt: skip
+    checked = run_demo(
+        DemoSettings(
+            out=tmp_path / "out",
+            artifact=tiny_artifact,
+            limit=1,
+            max_new_tokens=4,
+            budget=2,
+            blend_strengths=(0.0, 1.0),
+            metric="rouge_l",
+            guard_seeds=2,
+            own_names=True,
+        )
+    )
     search = json.loads((tmp_path / "out" / "guard" / "search.json").read_text())
     assert {s["metric"] for s in search.values()} == {"rouge_l"}
     # the own-name check: every never-trained person under their own name and photo, for every forget person
@@ -216,17 +246,38 @@ def test_forget_gaps_pair_each_guard_with_the_twins_of_its_own_round(tmp_path):
     # forget a and b; round 0 asks about x (guard 0 reads x), round 1 about y (guard 1 reads y)
     pairs = [["a", "x"], ["b", "x"], ["a", "y"], ["b", "y"]]
     t = {(f, n): twin_id(f, n) for f, n in pairs}
-    reference = _samples(tmp_path / "r.jsonl", [
-        (t["a", "x"], "classification", 0, 1), (t["b", "x"], "classification", 0, 0),  # round 0
-        (t["a", "y"], "classification", 0, 0), (t["b", "y"], "classification", 0, 0),  # round 1
-        (t["a", "x"], "generation", 0, 0.5), (t["b", "x"], "generation", 0, 0.6),
-        (t["a", "y"], "generation", 0, 0.7), (t["b", "y"], "generation", 0, 0.6),
-        ("x", "classification", 0, 1),  # not a twin of this run: ignored
-    ])  # fmt: skip
-    seed0 = _samples(tmp_path / "g0.jsonl", [("a", "classification", 0, 1), ("b", "classification", 0, 0),
-                                             ("a", "generation", 0, 0.6), ("b", "generation", 0, 0.6)])  # fmt: skip
-    seed1 = _samples(tmp_path / "g1.jsonl", [("a", "classification", 0, 0), ("b", "classification", 0, 1),
-                                             ("a", "generation", 0, 0.6), ("b", "generation", 0, 0.6)])  # fmt: skip
+    reference = _samples(
+        tmp_path / "r.jsonl",
+        [
+            (t["a", "x"], "classification", 0, 1),
+            (t["b", "x"], "classification", 0, 0),  # round 0
+            (t["a", "y"], "classification", 0, 0),
+            (t["b", "y"], "classification", 0, 0),  # round 1
+            (t["a", "x"], "generation", 0, 0.5),
+            (t["b", "x"], "generation", 0, 0.6),
+            (t["a", "y"], "generation", 0, 0.7),
+            (t["b", "y"], "generation", 0, 0.6),
+            ("x", "classification", 0, 1),  # not a twin of this run: ignored
+        ],
+    )
+    seed0 = _samples(
+        tmp_path / "g0.jsonl",
+        [
+            ("a", "classification", 0, 1),
+            ("b", "classification", 0, 0),
+            ("a", "generation", 0, 0.6),
+            ("b", "generation", 0, 0.6),
+        ],
+    )
+    seed1 = _samples(
+        tmp_path / "g1.jsonl",
+        [
+            ("a", "classification", 0, 0),
+            ("b", "classification", 0, 1),
+            ("a", "generation", 0, 0.6),
+            ("b", "generation", 0, 0.6),
+        ],
+    )
     gaps = forget_gaps([seed0, seed1], reference, pairs)["text_only"]
     mc = gaps["classification_stated_acc"]
     # per question over the rounds: a (1 - 1 + 0 - 0) / 2 = 0, b (0 - 0 + 1 - 0) / 2 = 0.5
@@ -253,11 +304,17 @@ def test_own_name_gaps_average_every_never_trained_person_per_question(tmp_path)
     from benchmarks.demo import own_name_gaps
     from benchmarks.mllmu.twins import twin_id
 
-    reference = _samples(tmp_path / "r.jsonl", [
-        (twin_id("a", "x"), "classification", 0, 1), (twin_id("a", "y"), "classification", 0, 0),
-        (twin_id("a", "z"), "classification", 0, 0), (twin_id("b", "x"), "classification", 0, 1),
-        (twin_id("b", "y"), "classification", 0, 1), (twin_id("b", "z"), "classification", 0, 1),
-    ])  # fmt: skip
+    reference = _samples(
+        tmp_path / "r.jsonl",
+        [
+            (twin_id("a", "x"), "classification", 0, 1),
+            (twin_id("a", "y"), "classification", 0, 0),
+            (twin_id("a", "z"), "classification", 0, 0),
+            (twin_id("b", "x"), "classification", 0, 1),
+            (twin_id("b", "y"), "classification", 0, 1),
+            (twin_id("b", "z"), "classification", 0, 1),
+        ],
+    )
     seed0 = _samples(tmp_path / "g0.jsonl", [("a", "classification", 0, 1), ("b", "classification", 0, 1)])
     seed1 = _samples(tmp_path / "g1.jsonl", [("a", "classification", 0, 0), ("b", "classification", 0, 0)])
     cell = own_name_gaps([seed0, seed1], reference)["text_only"]["classification_stated_acc"]
@@ -272,8 +329,12 @@ def test_mean_forget_averages_forget_metrics_only():
     from benchmarks.demo import mean_forget
 
     def run(acc, retain):
-        return {"metrics": {"forget": {"text_only": {"n": 4, "cloze_acc": acc, "rougeL": acc / 100}},
-                            "retain": {"text_only": {"n": 4, "cloze_acc": retain}}}}  # fmt: skip
+        return {
+            "metrics": {
+                "forget": {"text_only": {"n": 4, "cloze_acc": acc, "rougeL": acc / 100}},
+                "retain": {"text_only": {"n": 4, "cloze_acc": retain}},
+            }
+        }
 
     out = mean_forget([run(50.0, 70.0), run(25.0, 10.0)])
     assert out["metrics"]["forget"]["text_only"] == {"n": 4, "cloze_acc": 37.5, "rougeL": 0.375}

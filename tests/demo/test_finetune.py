@@ -114,8 +114,10 @@ def test_collator_masks_the_prompt_and_keeps_answer_and_end_token(tiny_llava, ti
     _, processor = tiny_llava
     collate = Collator(processor)
     image = load_config(tiny_data, "ft_Data")[0]["image"]
-    examples = [Example("1", "USER: <image>\nWho?\nASSISTANT:", "This person is Ann.", image),
-                Example("1", "USER: Who is Ann?\nASSISTANT:", "Ann is a nurse.")]  # fmt: skip
+    examples = [
+        Example("1", "USER: <image>\nWho?\nASSISTANT:", "This person is Ann.", image),
+        Example("1", "USER: Who is Ann?\nASSISTANT:", "Ann is a nurse."),
+    ]
     batch = collate(examples)
     tok = processor.tokenizer
     assert batch["pixel_values"].shape[0] == 1
@@ -180,8 +182,23 @@ def test_finetune_cli_is_seeded(tiny_data, tmp_path):
     _, losses = finetune(
         tiny_data, tmp_path / "base", tmp_path / "lib", config, max_profiles=1, progress=False
     )
-    argv = ["finetune", "--data", str(tiny_data), "--base", str(tmp_path / "base"), "--out", str(tmp_path / "cli"),
-            "--epochs", "1", "--batch-size", "8", "--max-profiles", "1", "--seed", "3"]  # fmt: skip
+    argv = [
+        "finetune",
+        "--data",
+        str(tiny_data),
+        "--base",
+        str(tmp_path / "base"),
+        "--out",
+        str(tmp_path / "cli"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-profiles",
+        "1",
+        "--seed",
+        "3",
+    ]
     assert main(argv) == 0
     log = [json.loads(line) for line in (tmp_path / "cli" / LOSS_LOG).read_text().splitlines()]
     assert [r["loss"] for r in log] == pytest.approx(losses, rel=1e-5)

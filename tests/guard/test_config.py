@@ -21,9 +21,13 @@ def test_round_trip(tmp_path):
         image_strength=2.0,
     )
     substitute = GuardConfig(
-        corruption="substitute", image_corruption="noise_first_n", strength=0.8, scope=("spans", "image"),
-        surrogate_given_names=["Nora", "Elias"], surrogate_surnames=("Keller",),
-    )  # fmt: skip
+        corruption="substitute",
+        image_corruption="noise_first_n",
+        strength=0.8,
+        scope=("spans", "image"),
+        surrogate_given_names=["Nora", "Elias"],
+        surrogate_surnames=("Keller",),
+    )
     assert substitute.surrogate_given_names == ("Nora", "Elias")
     assert substitute.image_corruption_name == "noise_first_n" and cfg.image_corruption_name == "zero_top_k"
     substitute.save_pretrained(tmp_path / "substitute")
@@ -80,8 +84,11 @@ def test_image_strength_defaults_to_strength_and_older_files_still_load(tmp_path
     body = {
         k: v for k, v in cfg.to_dict().items() if k != "image_strength"
     }  # a file written before the field
-    document = {"format_version": 1, "config": body,
-                "sha256": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()}  # fmt: skip
+    document = {
+        "format_version": 1,
+        "config": body,
+        "sha256": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest(),
+    }
     (tmp_path / CONFIG_NAME).write_text(json.dumps(document))
     assert GuardConfig.from_pretrained(tmp_path) == cfg
 

@@ -154,8 +154,14 @@ def test_substituted_names_beside_noisy_image_features(tiny_llava, image):
 
     model, processor = tiny_llava
     prompts = [{"text": "Is this Jane Doe?", "image": image}]
-    config = GuardConfig(scope=("spans", "image"), corruption="substitute", image_corruption="noise_first_n",
-                         dims=8, strength=1.0, image_strength=2.0)  # fmt: skip
+    config = GuardConfig(
+        scope=("spans", "image"),
+        corruption="substitute",
+        image_corruption="noise_first_n",
+        dims=8,
+        strength=1.0,
+        image_strength=2.0,
+    )
     guard = EcoGuard(model, processor, config=config)
     clean = merged_embeddings(guard, prompts, [False])[0]
     corrupted = merged_embeddings(guard, prompts, [Flag(True, terms=("Jane Doe",))])[0]

@@ -126,8 +126,10 @@ def test_a_guard_reads_the_surrogate_words_of_its_config(tiny_llava):
     the map follows the config's words and seed, and words the tokenizer cannot build from fail at construction,
     not at a served request."""
     model, processor = tiny_llava
-    words = {"surrogate_given_names": ("Nora", "Elias", "Ophelia", "Leopold", "Valeria", "Magnus"),
-             "surrogate_surnames": ("Keller", "Montague", "Pennington", "Ishikawa")}  # fmt: skip
+    words = {
+        "surrogate_given_names": ("Nora", "Elias", "Ophelia", "Leopold", "Valeria", "Magnus"),
+        "surrogate_surnames": ("Keller", "Montague", "Pennington", "Ishikawa"),
+    }
     config = GuardConfig(corruption="substitute", strength=1.0, scope=("spans",), **words)
     guard = EcoGuard(model, processor, config=config)
     read = {guard.surrogates.name("Pieter Underwood")}
@@ -171,8 +173,13 @@ def test_a_flagged_celebrity_is_forgotten_and_keeps_their_name(smollm2):
     mask = guard.prompt_mask(batch.prompts[0], batch.ids[0], flag.terms)
     surrogate_ids = guard.surrogates.ids(batch.ids[0], mask)
     with torch.no_grad():
-        out = model.generate(surrogate_ids[None], attention_mask=torch.ones_like(surrogate_ids[None]),
-                             max_new_tokens=24, do_sample=False, pad_token_id=guard.pad_token_id)  # fmt: skip
+        out = model.generate(
+            surrogate_ids[None],
+            attention_mask=torch.ones_like(surrogate_ids[None]),
+            max_new_tokens=24,
+            do_sample=False,
+            pad_token_id=guard.pad_token_id,
+        )
     spelled = tokenizer.decode(out[0, surrogate_ids.numel() :], skip_special_tokens=True)
     renames = guard.surrogates.renames(batch.ids[0], mask)
     assert {original for _, original in renames} == {"Albert", "Einstein"}

@@ -14,13 +14,29 @@ from PIL import Image
 from benchmarks.mllmu import CONFIGS, DataFormatError, load_config, retain_split, split_people
 from benchmarks.mllmu.synthetic import write_synthetic
 
-BIOGRAPHY_KEYS = {"Name", "Born", "Date of Birth", "Gender", "Employment", "Height", "Educated at", "Annual Salary",
-                  "Residence", "Medical Conditions", "Parents", "Fun Facts", "Description"}  # fmt: skip
+BIOGRAPHY_KEYS = {
+    "Name",
+    "Born",
+    "Date of Birth",
+    "Gender",
+    "Employment",
+    "Height",
+    "Educated at",
+    "Annual Salary",
+    "Residence",
+    "Medical Conditions",
+    "Parents",
+    "Fun Facts",
+    "Description",
+}
 
 
 def _digest(root) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_every_config_round_trips_with_the_hub_field_names(synthetic_root):
@@ -30,8 +46,16 @@ def test_every_config_round_trips_with_the_hub_field_names(synthetic_root):
     assert len(tables["Retain_Set"]) == 3
     assert len(list((synthetic_root / "Test_Set").glob("*.parquet"))) == 2
     row = full[0]
-    assert set(row) == {"ID", "image", "biography", "question", "answer", "Classification_Task", "Generation_Task",
-                        "Mask_Task"}  # fmt: skip
+    assert set(row) == {
+        "ID",
+        "image",
+        "biography",
+        "question",
+        "answer",
+        "Classification_Task",
+        "Generation_Task",
+        "Mask_Task",
+    }
     assert isinstance(row["image"], Image.Image) and set(row["biography"]) >= BIOGRAPHY_KEYS
     assert set(row["Classification_Task"]) == {"Image_Textual_Questions", "Pure_Text_Questions"}
     for questions in row["Classification_Task"].values():
@@ -94,8 +118,14 @@ def test_values_per_fact_narrows_facts_and_options_alone(tmp_path):
     from benchmarks.mllmu import vocab
 
     whole = write_synthetic(tmp_path / "whole", n_profiles=20, n_celebrities=0, with_images=False)
-    narrow = write_synthetic(tmp_path / "narrow", n_profiles=20, n_celebrities=0, with_images=False,
-                             values_per_fact=5, classification_per_modality=6)  # fmt: skip
+    narrow = write_synthetic(
+        tmp_path / "narrow",
+        n_profiles=20,
+        n_celebrities=0,
+        with_images=False,
+        values_per_fact=5,
+        classification_per_modality=6,
+    )
     rows = load_config(narrow, "Full_Set")
     assert [r["biography"]["Name"] for r in rows] == [
         r["biography"]["Name"] for r in load_config(whole, "Full_Set")
@@ -103,8 +133,11 @@ def test_values_per_fact_narrows_facts_and_options_alone(tmp_path):
     pools = {}
     for row in rows:
         for question in row["Classification_Task"]["Pure_Text_Questions"]:
-            slot = next(s for s in vocab.SLOTS if question["Question"] == s.text_question.format(
-                name=row["biography"]["Name"]))  # fmt: skip
+            slot = next(
+                s
+                for s in vocab.SLOTS
+                if question["Question"] == s.text_question.format(name=row["biography"]["Name"])
+            )
             pools.setdefault(slot.pool is vocab.CITY_NAMES or slot.name, set()).update(
                 question["Options"].values()
             )
@@ -120,8 +153,16 @@ def test_text_only_rows_are_valid(tmp_path):
 
 
 def test_scales_beyond_the_name_pools(tmp_path):
-    root = write_synthetic(tmp_path / "big", n_profiles=150, n_celebrities=0, image_size=32, n_test_images=1,
-                           classification_per_modality=1, generation_per_modality=1, cloze_per_modality=1)  # fmt: skip
+    root = write_synthetic(
+        tmp_path / "big",
+        n_profiles=150,
+        n_celebrities=0,
+        image_size=32,
+        n_test_images=1,
+        classification_per_modality=1,
+        generation_per_modality=1,
+        cloze_per_modality=1,
+    )
     names = [r["biography"]["Name"].split() for r in load_config(root, "Full_Set")]
     assert len({n[0] for n in names}) == 150 and len({n[1] for n in names}) == 150
 
@@ -154,15 +195,31 @@ def _write_rows(folder, rows):
     ("row", "field"),
     [
         ({"ID": "001", "biography": "{not json"}, "biography"),
-        ({"ID": "001", "Classification_Task": json.dumps({"Pure_Text_Questions": [
-            {"Question": "Q?", "Options": {"A": "x", "B": "y"}, "Correct_Answer": "E"}]})}, "Classification_Task"),
-        ({"ID": "001", "Generation_Task": json.dumps([{"Question": "Q?", "Ground_Truth": "a", "Type": "Audio"}])},
-         "Generation_Task"),
+        (
+            {
+                "ID": "001",
+                "Classification_Task": json.dumps(
+                    {
+                        "Pure_Text_Questions": [
+                            {"Question": "Q?", "Options": {"A": "x", "B": "y"}, "Correct_Answer": "E"}
+                        ]
+                    }
+                ),
+            },
+            "Classification_Task",
+        ),
+        (
+            {
+                "ID": "001",
+                "Generation_Task": json.dumps([{"Question": "Q?", "Ground_Truth": "a", "Type": "Audio"}]),
+            },
+            "Generation_Task",
+        ),
         ({"ID": "001", "Mask_Task": json.dumps([{"Question": "Q __", "Type": "Pure_Text"}])}, "Mask_Task"),
         ({"ID": "001", "metadata": json.dumps([{"Question": "Q?"}])}, "metadata"),
         ({"ID": "001", "image": {"bytes": b"not an image", "path": "x.png"}}, "image"),
     ],
-)  # fmt: skip
+)
 def test_malformed_fields_name_file_and_field(tmp_path, row, field):
     path = _write_rows(tmp_path / "Full_Set", [row])
     with pytest.raises(DataFormatError) as err:

@@ -42,8 +42,15 @@ def llava_guard(tiny_llava):
 
 
 def test_tiny_llava_end_to_end_all_sets_modalities_and_files(llava_guard, synthetic_root, tmp_path):
-    results = evaluate(llava_guard, synthetic_root, "forget_15", tmp_path / "run1", seed=0, **FAST,
-                       provenance={"model": "tiny-llava"})  # fmt: skip
+    results = evaluate(
+        llava_guard,
+        synthetic_root,
+        "forget_15",
+        tmp_path / "run1",
+        seed=0,
+        **FAST,
+        provenance={"model": "tiny-llava"},
+    )
     out = tmp_path / "run1"
     assert {p.name for p in out.iterdir()} == {"results.json", "samples.jsonl", "results.md"}
     table = results["metrics"]
@@ -148,9 +155,26 @@ def test_cli_on_a_saved_tiny_llava_with_a_guard_folder(tiny_llava, synthetic_roo
     model.save_pretrained(tmp_path / "llava")
     processor.save_pretrained(tmp_path / "llava")
     EcoGuard(model, processor, config=GuardConfig(strength=5.0)).save_pretrained(tmp_path / "guard")
-    args = ["evaluate", "--data", str(synthetic_root), "--forget", "forget_15", "--model", str(tmp_path / "llava"),
-            "--guard", str(tmp_path / "guard"), "--sets", "forget", "celebrity", "--limit", "1",
-            "--max-new-tokens", "3", "--out", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "evaluate",
+        "--data",
+        str(synthetic_root),
+        "--forget",
+        "forget_15",
+        "--model",
+        str(tmp_path / "llava"),
+        "--guard",
+        str(tmp_path / "guard"),
+        "--sets",
+        "forget",
+        "celebrity",
+        "--limit",
+        "1",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(results["metrics"]) == {"forget", "celebrity"}
@@ -165,8 +189,21 @@ def test_cli_on_a_saved_tiny_llava_with_a_guard_folder(tiny_llava, synthetic_roo
 def test_real_smollm2_cli_end_to_end_and_reproducible(smollm2, synthetic_root, tmp_path):
     from eco_guard.cli import main
 
-    args = ["evaluate", "--data", str(synthetic_root), "--forget", "forget_10", "--model", "smollm2",
-            "--limit", "1", "--few-shot", "0", "--max-new-tokens", "8"]  # fmt: skip
+    args = [
+        "evaluate",
+        "--data",
+        str(synthetic_root),
+        "--forget",
+        "forget_10",
+        "--model",
+        "smollm2",
+        "--limit",
+        "1",
+        "--few-shot",
+        "0",
+        "--max-new-tokens",
+        "8",
+    ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in "ab")
@@ -179,7 +216,15 @@ def test_real_smollm2_cli_end_to_end_and_reproducible(smollm2, synthetic_root, t
     )  # text-only model: image questions skipped
     # the base model knows the real celebrities (option log-probability), not the fictitious people
     guard = EcoGuard(*smollm2)
-    knows = evaluate(guard, synthetic_root, "forget_15", None, sets=("forget", "celebrity"), limit=3,
-                     few_shot_profiles=0, max_new_tokens=1)["metrics"]  # fmt: skip
+    knows = evaluate(
+        guard,
+        synthetic_root,
+        "forget_15",
+        None,
+        sets=("forget", "celebrity"),
+        limit=3,
+        few_shot_profiles=0,
+        max_new_tokens=1,
+    )["metrics"]
     celebrity = knows["celebrity"]["text_only"]["classification_logprob_acc"]
     assert celebrity >= 66.0 and celebrity > knows["forget"]["text_only"]["classification_logprob_acc"], knows

@@ -54,8 +54,14 @@ def test_a_twin_can_carry_its_own_name(synthetic_root, tmp_path):
     names = json.loads((synthetic_root / "synthetic_manifest.json").read_text())["names"]
     forget = sorted(split_people(synthetic_root, "forget_15"))[0]
     never = next(i for i in sorted(names) if i != forget)
-    write_twins(synthetic_root, tmp_path, {"forget_15": "Full_Set"}, [(forget, never)], names,
-                {(forget, never): "Briony Thaddeus"})  # fmt: skip
+    write_twins(
+        synthetic_root,
+        tmp_path,
+        {"forget_15": "Full_Set"},
+        [(forget, never)],
+        names,
+        {(forget, never): "Briony Thaddeus"},
+    )
     (twin,) = load_config(tmp_path, "forget_15")
     source = next(r for r in load_config(synthetic_root, "Full_Set") if r["ID"] == forget)
     own = next(r for r in load_config(synthetic_root, "Full_Set") if r["ID"] == never)

@@ -96,8 +96,17 @@ def test_a_metric_without_questions_gives_way_to_one_with_them(data):
 def test_cli_writes_config_trace_and_plot(data, model_dir, tmp_path, capsys):
     guard_dir = tmp_path / "guard"
     GuardConfig(corruption="noise_top_k", dims=2).save_pretrained(guard_dir)
-    args = ["optimize", "--data", str(data), "--forget", "forget_10", "--model", str(model_dir), "--guard",
-            str(guard_dir)]  # fmt: skip
+    args = [
+        "optimize",
+        "--data",
+        str(data),
+        "--forget",
+        "forget_10",
+        "--model",
+        str(model_dir),
+        "--guard",
+        str(guard_dir),
+    ]
     code = main([*args, "--metric", "answer_loglik", "--target", "-20", "--tolerance", "0", "--budget", "4"])
     assert code == 1  # a target no setting meets exactly: the search reports it did not reach the tolerance
     out = capsys.readouterr().out
@@ -110,8 +119,9 @@ def test_cli_writes_config_trace_and_plot(data, model_dir, tmp_path, capsys):
     assert config.strength == pytest.approx(best["params"]["strength"])
     assert (config.corruption, config.dims) == ("noise_top_k", 2)  # unsearched fields keep the guard's values
     # the target measured on the never-trained people, and printed
-    code = main([*args, "--metric", "answer_loglik", "--target", "Never_Trained", "--budget", "2",
-                 "--tolerance", "0"])  # fmt: skip
+    code = main(
+        [*args, "--metric", "answer_loglik", "--target", "Never_Trained", "--budget", "2", "--tolerance", "0"]
+    )
     out = capsys.readouterr().out
     measured = re.search(
         r"target answer_loglik = (-[\d.]+) \(measured unguarded: the forget questions about 3 never-trained "
@@ -121,8 +131,23 @@ def test_cli_writes_config_trace_and_plot(data, model_dir, tmp_path, capsys):
     assert code == 1 and measured and float(measured.group(1)) < 0 and int(measured.group(2)) > 0
     assert len((guard_dir / TRACE_NAME).read_text().splitlines()) == 2
     # substitute over spans needs the names a classifier finds: without one in the folder, a clear refusal
-    code = main([*args, "--corruption", "substitute", "--scope", "spans", "--target", "0.3", "--budget", "2",
-                 "--surrogate-given-names", "Nora", "Elias", "Ophelia"])  # fmt: skip
+    code = main(
+        [
+            *args,
+            "--corruption",
+            "substitute",
+            "--scope",
+            "spans",
+            "--target",
+            "0.3",
+            "--budget",
+            "2",
+            "--surrogate-given-names",
+            "Nora",
+            "Elias",
+            "Ophelia",
+        ]
+    )
     assert code == 2 and "holds no classifier, and scope spans corrupts the names" in capsys.readouterr().err
     assert GuardConfig.from_pretrained(guard_dir).corruption == "noise_top_k"  # nothing written
 
@@ -190,10 +215,35 @@ def test_cli_surrogate_faces_for_image_questions(tiny_llava, tmp_path, capsys):
         faces.append(tmp_path / f"face{k}.png")
         Image.new("RGB", (64, 64), colour).save(faces[-1])
     guard_dir = tmp_path / "guard"
-    args = ["optimize", "--data", str(data), "--forget", "forget_10", "--model", str(model_dir), "--guard",
-            str(guard_dir), "--metric", "answer_loglik", "--target", "-5", "--modality", "image", "--scope", "image",
-            "--search", "image_strength", "--image-corruption", "substitute", "--budget", "2", "--max-items", "2",
-            "--max-new-tokens", "2"]  # fmt: skip
+    args = [
+        "optimize",
+        "--data",
+        str(data),
+        "--forget",
+        "forget_10",
+        "--model",
+        str(model_dir),
+        "--guard",
+        str(guard_dir),
+        "--metric",
+        "answer_loglik",
+        "--target",
+        "-5",
+        "--modality",
+        "image",
+        "--scope",
+        "image",
+        "--search",
+        "image_strength",
+        "--image-corruption",
+        "substitute",
+        "--budget",
+        "2",
+        "--max-items",
+        "2",
+        "--max-new-tokens",
+        "2",
+    ]
     assert main([*args, "--surrogate-faces", *map(str, faces)]) in (0, 1)
     capsys.readouterr()
     config = GuardConfig.from_pretrained(guard_dir)

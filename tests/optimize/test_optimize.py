@@ -73,9 +73,17 @@ def test_same_seed_same_trace(guard):
     for seed in (3, 3, 4):
         guard.config = GuardConfig()
         result = optimize_guard(
-            guard, ITEMS, target=-9.0, metric="answer_loglik", tolerance=0.0, budget=6, seed=seed,
-            optimizer="OnePlusOne", chat_template=False, progress=False,
-        )  # fmt: skip
+            guard,
+            ITEMS,
+            target=-9.0,
+            metric="answer_loglik",
+            tolerance=0.0,
+            budget=6,
+            seed=seed,
+            optimizer="OnePlusOne",
+            chat_template=False,
+            progress=False,
+        )
         runs.append([(e.params, e.metric, e.objective) for e in result.trace])
     assert len(runs[0]) == 6
     assert runs[0] == runs[1]
@@ -84,9 +92,16 @@ def test_same_seed_same_trace(guard):
 
 def test_trace_plot_and_best_config(guard, tmp_path):
     result = optimize_guard(
-        guard, ITEMS, target=-10.5, metric="answer_loglik", tolerance=0.0, budget=5, chat_template=False,
-        output_dir=tmp_path, progress=False,
-    )  # fmt: skip
+        guard,
+        ITEMS,
+        target=-10.5,
+        metric="answer_loglik",
+        tolerance=0.0,
+        budget=5,
+        chat_template=False,
+        output_dir=tmp_path,
+        progress=False,
+    )
     lines = [json.loads(line) for line in (tmp_path / TRACE_NAME).read_text().splitlines()]
     assert [line["step"] for line in lines] == list(range(5))
     assert set(lines[0]) == {"step", "params", "metric", "gap", "penalty", "objective", "seconds", "empty"}
@@ -126,9 +141,16 @@ def test_searches_family_and_dims(guard):
         strength=(0.1, 1000.0), corruptions=("noise_first_n", "noise_top_k", "zero_first_n"), dims=(1, 16)
     )
     result = optimize_guard(
-        guard, ITEMS, target=-1.0, metric="answer_loglik", tolerance=0.0, budget=8, space=space,
-        chat_template=False, progress=False,
-    )  # fmt: skip
+        guard,
+        ITEMS,
+        target=-1.0,
+        metric="answer_loglik",
+        tolerance=0.0,
+        budget=8,
+        space=space,
+        chat_template=False,
+        progress=False,
+    )
     for e in result.trace:
         assert set(e.params) == {"strength", "corruption", "dims"}
         assert (
@@ -162,17 +184,32 @@ def test_image_strength_is_searched_alone_on_image_questions(tiny_llava):
     guard = EcoGuard(model, processor, config=config)
     space = SearchSpace(strength=(1e-2, 1e2), parameter="image_strength")
     result = optimize_guard(
-        guard, items, target=-50.0, metric="answer_loglik", tolerance=0.0, budget=5, space=space,
-        chat_template=False, progress=False,
-    )  # fmt: skip
+        guard,
+        items,
+        target=-50.0,
+        metric="answer_loglik",
+        tolerance=0.0,
+        budget=5,
+        space=space,
+        chat_template=False,
+        progress=False,
+    )
     assert all(set(e.params) == {"image_strength"} for e in result.trace)
     assert len({round(e.metric, 6) for e in result.trace}) > 1, "the metric follows image_strength"
     assert guard.config.image_strength == result.best.params["image_strength"]
     assert guard.config.strength == 0.5
     guard.config = guard.config.replace(scope=("spans",))
     with pytest.raises(ValueError, match="leaves images alone"):
-        optimize_guard(guard, items, target=-50.0, metric="answer_loglik", budget=1, space=space,
-                       chat_template=False, progress=False)  # fmt: skip
+        optimize_guard(
+            guard,
+            items,
+            target=-50.0,
+            metric="answer_loglik",
+            budget=1,
+            space=space,
+            chat_template=False,
+            progress=False,
+        )
 
 
 def test_a_point_asked_again_is_answered_from_memory(guard):
@@ -231,9 +268,16 @@ def test_a_metric_prepared_by_the_caller_is_searched_as_given(guard):
 
     metric = Strength()
     result = optimize_guard(
-        guard, [], target=3.0, metric=metric, tolerance=0.0, budget=6, space=SearchSpace(strength=(0.1, 100.0)),
-        chat_template=False, progress=False,
-    )  # fmt: skip
+        guard,
+        [],
+        target=3.0,
+        metric=metric,
+        tolerance=0.0,
+        budget=6,
+        space=SearchSpace(strength=(0.1, 100.0)),
+        chat_template=False,
+        progress=False,
+    )
     assert result.metric == "strength_seen" and len(result.trace) == 6
     assert [e.metric for e in result.trace if e.seconds > 0] == metric.seen
     assert all(e.objective == pytest.approx(abs(e.params["strength"] - 3.0)) for e in result.trace)
@@ -257,8 +301,17 @@ def test_linear_scale_searches_a_blend_weight(guard):
             return guard.config.strength
 
     def search(space):
-        return optimize_guard(guard, [], target=0.6, metric=Strength(), tolerance=0.0, budget=8, space=space,
-                              chat_template=False, progress=False)  # fmt: skip
+        return optimize_guard(
+            guard,
+            [],
+            target=0.6,
+            metric=Strength(),
+            tolerance=0.0,
+            budget=8,
+            space=space,
+            chat_template=False,
+            progress=False,
+        )
 
     linear = [e.params["strength"] for e in search(SearchSpace(strength=(0.0, 1.0), scale="linear")).trace]
     assert all(0.0 <= s <= 1.0 for s in linear) and sum(s > 0.2 for s in linear) >= 6

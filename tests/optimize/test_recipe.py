@@ -54,9 +54,29 @@ def test_train_optimize_evaluate_on_text_only_profiles(recipe, capsys):
     capsys.readouterr()
     # linear blends over [0, 1], starting half way, where the model still reads half of the real name
     common = ["--data", data, "--forget", FORGET, "--model", model]
-    code = main(["optimize", *common, "--guard", guard, "--corruption", "substitute", "--scope", "spans",
-                 "--metric", "rouge_l", "--target", "Never_Trained", "--strength-range", "0", "1",
-                 "--tolerance", "0.03", "--budget", "8"])  # fmt: skip
+    code = main(
+        [
+            "optimize",
+            *common,
+            "--guard",
+            guard,
+            "--corruption",
+            "substitute",
+            "--scope",
+            "spans",
+            "--metric",
+            "rouge_l",
+            "--target",
+            "Never_Trained",
+            "--strength-range",
+            "0",
+            "1",
+            "--tolerance",
+            "0.03",
+            "--budget",
+            "8",
+        ]
+    )
     out = capsys.readouterr().out
     target = float(
         re.search(r"target rouge_l = ([\d.]+) \(measured unguarded: .* under the surrogate names", out).group(
@@ -106,14 +126,50 @@ def test_the_recipe_on_the_demo_mllm_with_photos(tmp_path, capsys):
         "8",
     ]
     assert main(fit) == 0
-    common = ["--data", data, "--forget", FORGET, "--model", "demo", "--guard", guard, "--target", "Never_Trained",
-              "--metric", "rouge_l", "--tolerance", "0.03", "--budget", "6"]  # fmt: skip
-    names = ["--corruption", "substitute", "--scope", "spans", "image", "--image-corruption", "substitute",
-             "--surrogate-faces", *map(str, sorted(faces.glob("*.png")))]  # fmt: skip
+    common = [
+        "--data",
+        data,
+        "--forget",
+        FORGET,
+        "--model",
+        "demo",
+        "--guard",
+        guard,
+        "--target",
+        "Never_Trained",
+        "--metric",
+        "rouge_l",
+        "--tolerance",
+        "0.03",
+        "--budget",
+        "6",
+    ]
+    names = [
+        "--corruption",
+        "substitute",
+        "--scope",
+        "spans",
+        "image",
+        "--image-corruption",
+        "substitute",
+        "--surrogate-faces",
+        *map(str, sorted(faces.glob("*.png"))),
+    ]
     assert main(["optimize", *common, *names, "--modality", "text"]) == 0, capsys.readouterr().out
     text_trace = [json.loads(x) for x in Path(guard, "optimize_trace.jsonl").read_text().splitlines()]
-    code = main(["optimize", *common, "--search", "image_strength", "--modality", "image", "--strength-range", "0",
-                 "1"])  # fmt: skip
+    code = main(
+        [
+            "optimize",
+            *common,
+            "--search",
+            "image_strength",
+            "--modality",
+            "image",
+            "--strength-range",
+            "0",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     image_trace = [json.loads(x) for x in Path(guard, "optimize_trace.jsonl").read_text().splitlines()]
     assert all(e["empty"] == 0.0 for e in text_trace + image_trace)

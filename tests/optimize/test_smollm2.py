@@ -34,27 +34,38 @@ def test_search_reaches_chance_and_leaves_retain_untouched(guard, tmp_path):
     guard.config = GuardConfig(strength=0.1)  # the search starts here, where the model still knows every fact
     assert make_metric("mc_accuracy", guard, FORGET, chat_template=False)() >= 0.9
     result = optimize_guard(
-        guard, FORGET, target=0.25, metric="mc_accuracy", tolerance=0.08, budget=15, chat_template=False,
-        output_dir=tmp_path, progress=False,
-    )  # fmt: skip
+        guard,
+        FORGET,
+        target=0.25,
+        metric="mc_accuracy",
+        tolerance=0.08,
+        budget=15,
+        chat_template=False,
+        output_dir=tmp_path,
+        progress=False,
+    )
     assert result.reached and len(result.trace) > 1, [(e.params, e.metric) for e in result.trace]
     assert abs(make_metric("mc_accuracy", guard, FORGET, chat_template=False)() - 0.25) <= 0.08
     assert GuardConfig.from_pretrained(guard.save_pretrained(tmp_path)) == guard.config
     # retain questions, unflagged, beside flagged forget questions in one batch: bit-identical to the plain model
     mixed = RETAIN + FORGET
     scores = guard.score(
-        [it.prompt for it in mixed], [list(it.choices) for it in mixed],
-        flags=[False] * len(RETAIN) + [True] * len(FORGET), chat_template=False,
-    )  # fmt: skip
+        [it.prompt for it in mixed],
+        [list(it.choices) for it in mixed],
+        flags=[False] * len(RETAIN) + [True] * len(FORGET),
+        chat_template=False,
+    )
     model, tokenizer = guard.model, guard.tokenizer
     for item, got in zip(RETAIN, scores, strict=False):
         assert got == pytest.approx(unwrapped_option_logprobs(model, tokenizer, item), abs=1e-4)
     # the same batch with nothing flagged: same shapes, same kernels, so the retain rows must agree bit for bit
     # (a batch of another size may round differently on some CPUs; that is the kernels, not the guard)
     unflagged = guard.score(
-        [it.prompt for it in mixed], [list(it.choices) for it in mixed], flags=[False] * len(mixed),
+        [it.prompt for it in mixed],
+        [list(it.choices) for it in mixed],
+        flags=[False] * len(mixed),
         chat_template=False,
-    )  # fmt: skip
+    )
     assert scores[: len(RETAIN)] == unflagged[: len(RETAIN)]
     assert scores[len(RETAIN) :] != unflagged[len(RETAIN) :]
     retain_accuracy = make_metric("mc_accuracy", guard, RETAIN, flagged=False, chat_template=False)()

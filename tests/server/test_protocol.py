@@ -31,15 +31,26 @@ def data_uri(colour=(200, 10, 10)) -> str:
 
 
 def test_a_chat_becomes_one_request_with_its_sampling():
-    body = {**CHAT, "messages": [{"role": "developer", "content": "Be brief."}, *CHAT["messages"]],
-            "max_completion_tokens": 7, "temperature": 0, "stream": True, "seed": 3}  # fmt: skip
+    body = {
+        **CHAT,
+        "messages": [{"role": "developer", "content": "Be brief."}, *CHAT["messages"]],
+        "max_completion_tokens": 7,
+        "temperature": 0,
+        "stream": True,
+        "seed": 3,
+    }
     parsed = parse_chat(body, multimodal=False, max_chars=1000)
     (request,) = parsed.requests
     assert request.classifier_text == "Be brief.\nWhere does Petra Draper live?"
     assert parsed.stream and parsed.sampling == {"max_tokens": 7, "temperature": 0, "seed": 3}
     assert completion_body(parsed, "m", ["AAA"]) == {
-        "model": "m", "prompt_embeds": ["AAA"], "max_tokens": 7, "temperature": 0, "seed": 3, "stream": True,
-    }  # fmt: skip
+        "model": "m",
+        "prompt_embeds": ["AAA"],
+        "max_tokens": 7,
+        "temperature": 0,
+        "seed": 3,
+        "stream": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -47,21 +58,33 @@ def test_a_chat_becomes_one_request_with_its_sampling():
     [
         ({**CHAT, "prompt_embeds": "AAAA"}, "does not accept 'prompt_embeds'"),
         ({**CHAT, "chat_template": "{{ x }}"}, "does not accept 'chat_template'"),
-        ({**CHAT, "messages": [{"role": "user", "content": [{"type": "prompt_embeds", "prompt_embeds": "A"}]}]},
-         "part type 'prompt_embeds' is not accepted"),
+        (
+            {
+                **CHAT,
+                "messages": [{"role": "user", "content": [{"type": "prompt_embeds", "prompt_embeds": "A"}]}],
+            },
+            "part type 'prompt_embeds' is not accepted",
+        ),
         ({**CHAT, "messages": []}, "'messages' must be a non-empty list"),
         ({**CHAT, "messages": [{"role": "tool", "content": "x"}]}, "role 'tool'"),
         ({**CHAT, "stream": "yes"}, "'stream' must be true or false"),
         ({**CHAT, "messages": [{"role": "user", "content": "x" * 50}]}, "at most 40"),
-        ({**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_uri()}}]}]},
-         "this model is text-only"),
+        (
+            {
+                **CHAT,
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_uri()}}]}
+                ],
+            },
+            "this model is text-only",
+        ),
         ([1, 2], "must be a JSON object"),
         ({**CHAT, "temperature": "hot"}, "invalid request: temperature: Input should be a valid number"),
         ({**CHAT, "stop": 5}, "invalid request: stop"),
         ({**CHAT, "max_tokens": -1}, "'max_tokens' must lie in"),
         ({**CHAT, "n": 0}, "'n' must lie in"),
     ],
-)  # fmt: skip
+)
 def test_chat_refusals_name_the_problem(body, message):
     with pytest.raises(ApiError, match=message) as caught:
         parse_chat(body, multimodal=False, max_chars=40)
@@ -83,9 +106,11 @@ def test_images_only_from_data_or_file_urls(tmp_path):
     assert parse_chat(image_chat(path.as_uri()), multimodal=True, max_chars=1000).requests[0].image.getpixel(
         (0, 0)
     ) == (1, 2, 3)
-    for url, message in [("http://example.com/a.png", "data: URIs or file: URLs, not http"),
-                         ((tmp_path / "none.png").as_uri(), "no image file at"),
-                         ("data:image/png;base64,@@@", "cannot be read")]:  # fmt: skip
+    for url, message in [
+        ("http://example.com/a.png", "data: URIs or file: URLs, not http"),
+        ((tmp_path / "none.png").as_uri(), "no image file at"),
+        ("data:image/png;base64,@@@", "cannot be read"),
+    ]:
         with pytest.raises(ApiError, match=message):
             parse_chat(image_chat(url), multimodal=True, max_chars=1000)
     two = image_chat(data_uri())
@@ -114,10 +139,17 @@ def test_a_surrogate_split_across_stream_pieces_is_written_back_whole():
 
 
 def test_engine_answers_become_chat_answers_with_names_back():
-    completion = {"id": "cmpl-1", "object": "text_completion", "created": 5, "model": "m",
-                  "choices": [{"index": 0, "text": "Briony lives in Lyon.", "finish_reason": "stop"},
-                              {"index": 1, "text": "Briony who?", "finish_reason": "length"}],
-                  "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}  # fmt: skip
+    completion = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 5,
+        "model": "m",
+        "choices": [
+            {"index": 0, "text": "Briony lives in Lyon.", "finish_reason": "stop"},
+            {"index": 1, "text": "Briony who?", "finish_reason": "length"},
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
     chat = to_chat(completion, restorer([[("Briony", "Petra")]], n=2))
     assert (
         chat["object"] == "chat.completion"
@@ -128,8 +160,12 @@ def test_engine_answers_become_chat_answers_with_names_back():
 
     async def lines():
         for text, finish in (("Bri", None), ("ony is", None), (" here.", "stop")):
-            event = {"id": "cmpl-2", "model": "m", "created": 1,
-                     "choices": [{"index": 0, "text": text, "finish_reason": finish}]}  # fmt: skip
+            event = {
+                "id": "cmpl-2",
+                "model": "m",
+                "created": 1,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish}],
+            }
             yield "data: " + json.dumps(event)
             yield ""
         yield "data: [DONE]"
@@ -154,7 +190,9 @@ def test_engines_before_the_prompt_embeds_fix_are_refused():
     with pytest.raises(EngineError, match="CVE-2025-62164"):
         check_vllm("0.11.0")
     assert check_engine_options(["--tensor-parallel-size", "2", "--enforce-eager"]) == [
-        "--tensor-parallel-size", "2", "--enforce-eager",
-    ]  # fmt: skip
+        "--tensor-parallel-size",
+        "2",
+        "--enforce-eager",
+    ]
     with pytest.raises(ValueError, match="--port is set by eco-guard serve"):
         check_engine_options(["--port=9000"])

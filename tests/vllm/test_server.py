@@ -40,9 +40,27 @@ def server(tmp_path_factory):
     GuardConfig(corruption="substitute", strength=1.0, scope=("spans",)).save_pretrained(guard)
     (root / "key").write_text(KEY + "\n")
     port, engine_port = free_port(), free_port()
-    command = [str(Path(sys.executable).parent / "eco-guard"), "serve", "--model", "smollm2", "--guard", str(guard),
-               "--port", str(port), "--api-key-file", str(root / "key"), "--engine-port", str(engine_port),
-               "--max-body-bytes", "200000", "--enforce-eager", "--max-model-len", "1024", "--dtype", "float32"]  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "eco-guard"),
+        "serve",
+        "--model",
+        "smollm2",
+        "--guard",
+        str(guard),
+        "--port",
+        str(port),
+        "--api-key-file",
+        str(root / "key"),
+        "--engine-port",
+        str(engine_port),
+        "--max-body-bytes",
+        "200000",
+        "--enforce-eager",
+        "--max-model-len",
+        "1024",
+        "--dtype",
+        "float32",
+    ]
     log = root / "serve.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -60,8 +78,14 @@ def server(tmp_path_factory):
         process.kill()
         pytest.fail(f"the server did not start:\n{log.read_text()[-3000:]}")
     people = [r["biography"]["Name"] for r in load_config(data, FORGET)]
-    yield {"url": url, "engine": f"http://127.0.0.1:{engine_port}", "person": people[0], "people": people,
-           "log": log, "guard": guard}  # fmt: skip
+    yield {
+        "url": url,
+        "engine": f"http://127.0.0.1:{engine_port}",
+        "person": people[0],
+        "people": people,
+        "log": log,
+        "guard": guard,
+    }
     process.send_signal(signal.SIGINT)
     try:
         process.wait(120)
@@ -149,18 +173,60 @@ def test_requests_that_bypass_the_classifier_or_the_key_are_refused(server):
         return httpx.post(url + path, json=payload, content=content, headers=headers, timeout=60)
 
     cases = [
-        (post("/v1/completions", {"model": "smollm2", "prompt": "x", "prompt_embeds": "AAAA"}), 400, "prompt_embeds"),
+        (
+            post("/v1/completions", {"model": "smollm2", "prompt": "x", "prompt_embeds": "AAAA"}),
+            400,
+            "prompt_embeds",
+        ),
         (post("/v1/completions", {"model": "smollm2", "prompt": [1, 2, 3]}), 400, "token-id prompts"),
-        (post("/v1/chat/completions", {**body, "messages": [{"role": "user", "content": [
-            {"type": "prompt_embeds", "prompt_embeds": "AAAA"}]}]}), 400, "part type 'prompt_embeds'"),
+        (
+            post(
+                "/v1/chat/completions",
+                {
+                    **body,
+                    "messages": [
+                        {"role": "user", "content": [{"type": "prompt_embeds", "prompt_embeds": "AAAA"}]}
+                    ],
+                },
+            ),
+            400,
+            "part type 'prompt_embeds'",
+        ),
         (post("/v1/chat/completions", body, headers={}), 401, "API key"),
         (post("/v1/chat/completions", body, headers={"Authorization": "Bearer wrong"}), 401, "API key"),
-        (post("/v1/chat/completions", {**body, "messages": [{"role": "user", "content": "x" * 300_000}]}), 413, "bytes"),
-        (post("/v1/chat/completions", content=b"{not json", headers={**auth, "Content-Type": "application/json"}),
-         400, "not valid JSON"),
-        (post("/v1/chat/completions", {**body, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}), 400, "image"),
-    ]  # fmt: skip
+        (
+            post("/v1/chat/completions", {**body, "messages": [{"role": "user", "content": "x" * 300_000}]}),
+            413,
+            "bytes",
+        ),
+        (
+            post(
+                "/v1/chat/completions",
+                content=b"{not json",
+                headers={**auth, "Content-Type": "application/json"},
+            ),
+            400,
+            "not valid JSON",
+        ),
+        (
+            post(
+                "/v1/chat/completions",
+                {
+                    **body,
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                            ],
+                        }
+                    ],
+                },
+            ),
+            400,
+            "image",
+        ),
+    ]
     for response, status, words in cases:
         assert response.status_code == status, response.text
         assert words in response.json()["error"]["message"], response.text
@@ -219,8 +285,11 @@ def test_answers_equal_guarded_llms_flagged_and_not(server, client, guarded_llm)
 
 def test_32_concurrent_mixed_clients_get_their_serial_answers(server, client):
     questions = [f"Tell me one fact about {p}." for p in server["people"]] + [
-        "Name a fruit.", "What is 2 + 2?", "Name a planet.", "Say hello in French.",
-    ]  # fmt: skip
+        "Name a fruit.",
+        "What is 2 + 2?",
+        "Name a planet.",
+        "Say hello in French.",
+    ]
     asks = [questions[k % len(questions)] for k in range(32)]
     serial = {q: chat(client, q, max_tokens=8).choices[0].message.content for q in set(asks)}
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
@@ -295,5 +364,12 @@ def test_random_bodies_never_get_a_server_error(server):
 
     check()
     assert httpx.get(server["url"] + "/health").status_code == 200
-    assert httpx.post(server["url"] + "/v1/completions", json={"model": "smollm2", "prompt": "Hi", "max_tokens": 2},
-                      headers=auth, timeout=60).status_code == 200  # fmt: skip
+    assert (
+        httpx.post(
+            server["url"] + "/v1/completions",
+            json={"model": "smollm2", "prompt": "Hi", "max_tokens": 2},
+            headers=auth,
+            timeout=60,
+        ).status_code
+        == 200
+    )
