@@ -3,7 +3,7 @@ engine untouched, send the flagged ones (and image requests) as corrupted ``prom
 format with names written back.
 
 Per request: the API key (constant-time comparison), the body size (413), the fields (:mod:`.protocol`: 400 for any
-that would bypass the classifier), then the classifier in a worker thread (the event loop keeps serving), the flag
+that would bypass the classifier), then the classifier on the guard's worker thread (the event loop keeps serving), the flag
 decision logged (request id, flagged, score, latency; the prompt only with ``log_prompts``). One request's error is
 its own answer; the engine and the other requests never see it.
 """
@@ -11,6 +11,7 @@ its own answer; the engine and the other requests never see it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hmac
 import json
@@ -80,11 +81,18 @@ def create_app(guard: GuardCore, engine_url: str, settings: ServerSettings, max_
     """The server's app over a running engine at ``engine_url`` (see :class:`~.engine.EngineProcess`)."""
     metrics = Metrics()
     client = httpx.AsyncClient(base_url=engine_url, timeout=settings.request_timeout)
+    # The guard's work (classifier, tokenizers, embeddings) runs on one worker thread: fast tokenizers refuse
+    # concurrent use of one instance ("Already borrowed"), and each call takes milliseconds.
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="eco-guard")
+
+    async def on_guard(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await client.aclose()
+        worker.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="eco-guard", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.metrics, app.state.client = metrics, client
@@ -125,7 +133,7 @@ def create_app(guard: GuardCore, engine_url: str, settings: ServerSettings, max_
         body = await read_json(request, settings.max_body_bytes)
         parsed: ParsedRequest = parse(body)
         started = time.perf_counter()
-        flags = await asyncio.to_thread(guard.decide, parsed.requests)
+        flags = await on_guard(guard.decide, parsed.requests)
         seconds = time.perf_counter() - started
         metrics.classifier.observe(seconds / len(parsed.requests))
         flagged = any(f.flagged for f in flags)
@@ -142,16 +150,20 @@ def create_app(guard: GuardCore, engine_url: str, settings: ServerSettings, max_
         )
         if not flagged and not parsed.has_image:
             return counted(await relay(client, "POST", endpoint, body, request_id), endpoint)
+
+        def prepare_all() -> tuple[list[Any], list[str]]:
+            prepared = [
+                prepare_request(guard, r, f, None if chat else False, max_model_len)
+                for r, f in zip(parsed.requests, flags, strict=True)
+            ]
+            return prepared, [
+                p.embeds_base64() if p.embeds is not None else _embed_plain(guard, p) for p in prepared
+            ]
+
         try:
-            prepared = await asyncio.to_thread(
-                lambda: [
-                    prepare_request(guard, r, f, None if chat else False, max_model_len)
-                    for r, f in zip(parsed.requests, flags, strict=True)
-                ]
-            )
+            prepared, embeds = await on_guard(prepare_all)
         except (ValueError, RequestError) as err:
             raise ApiError(400, str(err)) from None
-        embeds = [p.embeds_base64() if p.embeds is not None else _embed_plain(guard, p) for p in prepared]
         renames_of = protocol.restorer([p.renames for p in prepared], int(parsed.sampling.get("n", 1) or 1))
         engine_body = protocol.completion_body(parsed, settings.served_name, embeds)
         if parsed.stream:
