@@ -232,6 +232,36 @@ def twin_rows(
     return rows
 
 
+def never_trained_level(
+    guard: Any,
+    data: str | Path,
+    forget: str,
+    target: str,
+    metric: str,
+    draws: Mapping[str, Any],
+    sizes: Mapping[str, Any],
+    max_items: int | None = None,
+) -> tuple[float, str]:
+    """``metric`` unguarded on the forget people's own questions asked about the never-trained people ``target``
+    names (:func:`target_rows`, :func:`twin_rows`; under the guard's surrogate names when it substitutes names),
+    and a sentence saying what was measured. ``draws``: :func:`forget_questions`'s options."""
+    from eco_guard.corruption import USES_TARGET
+
+    rows, where = target_rows(data, forget, target)
+    surrogate = USES_TARGET[guard.config.corruption] and "spans" in guard.config.scope
+    twins = twin_rows(load_config(data, forget), rows, guard.surrogates.name if surrogate else None)
+    heldout = questions(forget_questions(data, forget, rows=twins, **draws), metric)[:max_items]
+    if not heldout:
+        raise ValueError(f"{where} has no {draws.get('modality', 'all')} questions for metric {metric}")
+    value = ForgetMetric(guard, heldout, metric, flagged=False, **sizes)()
+    named = "the surrogate names the guard reads" if surrogate else "their own names"
+    people = min(len(rows), TWIN_ROUNDS)
+    return value, (
+        f"measured unguarded: the forget questions about {people} never-trained people of {where}, under {named}; "
+        f"{len(heldout)} questions"
+    )
+
+
 def target_rows(data: str | Path, forget: str, target: str) -> tuple[list[dict[str, Any]], str]:
     """The rows of never-trained people ``--target`` names, and where they came from: a config of ``data`` (its
     forget people left out), or another folder (a config folder of parquet shards, or a benchmark folder: its

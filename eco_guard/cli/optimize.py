@@ -138,7 +138,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.mllmu import load_config
     from benchmarks.mllmu import search_metrics as sm
     from eco_guard.config import CONFIG_NAME, GuardConfig
     from eco_guard.core import load_classifier
@@ -193,20 +192,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         target, source = float(args.target), "given"
     except ValueError:
-        rows, where = sm.target_rows(args.data, args.forget, args.target)
-        surrogate = USES_TARGET[config.corruption] and "spans" in config.scope
-        twins = sm.twin_rows(
-            load_config(args.data, args.forget), rows, guard.surrogates.name if surrogate else None
-        )
-        heldout = sm.questions(sm.forget_questions(args.data, args.forget, rows=twins, **draws), metric)
-        heldout = heldout[: args.max_items]
-        if not heldout:
-            raise ValueError(f"{where} has no {modality} questions for metric {metric}") from None
-        target = sm.ForgetMetric(guard, heldout, metric, flagged=False, **sizes)()
-        named = "the surrogate names the guard reads" if surrogate else "their own names"
-        source = (
-            f"measured unguarded: the forget questions about {min(len(rows), sm.TWIN_ROUNDS)} never-trained "
-            f"people of {where}, under {named}; {len(heldout)} questions"
+        target, source = sm.never_trained_level(
+            guard, args.data, args.forget, args.target, metric, draws, sizes, args.max_items
         )
     check_target(metric, target, sm.metric_bounds(metric))
     print(f"target {metric} = {target:.4f} ({source})")
