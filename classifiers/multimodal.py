@@ -51,7 +51,8 @@ from tqdm.auto import tqdm
 
 from classifiers import COMBINES
 from classifiers.calibration import ConformalCalibrator, min_negatives
-from classifiers.image import ImageEncoder, ImageIdentityClassifier
+from classifiers.image import ImageIdentityClassifier
+from classifiers.image_encoders import ImageEncoder
 from classifiers.persistence import load_arrays, read_meta, save_arrays, write_meta
 from classifiers.terms import TermDetector
 from classifiers.text import TextClassifier

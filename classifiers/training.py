@@ -17,7 +17,8 @@ import numpy as np
 from classifiers.attacks import FAMILIES
 from classifiers.augment import transform
 from classifiers.calibration import false_negative_rate, false_positive_rate, min_negatives
-from classifiers.image import ImageEncoder, ImageIdentityClassifier
+from classifiers.image import ImageIdentityClassifier
+from classifiers.image_encoders import ImageEncoder
 from classifiers.multimodal import TEXT_HEAD_SHARE, MultimodalClassifier, split_negatives
 from classifiers.prompts import TEMPLATES, general_prompts
 from classifiers.terms import TermDetector, fold, typo_distance

@@ -65,7 +65,7 @@ def fit_classifier(
     """The prompt classifier (text + image identity through the demo model's own vision tower), saved in ``out``."""
     from benchmarks.mllmu.loader import retain_split
     from benchmarks.mllmu.profiles import profiles_from_mllmu
-    from classifiers.image import VisionTowerEncoder
+    from classifiers.image_encoders import VisionTowerEncoder
     from classifiers.multimodal import MultimodalClassifier
     from classifiers.training import fit_classifier as fit
 

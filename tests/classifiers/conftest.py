@@ -14,7 +14,7 @@ def people():
 
 @pytest.fixture(scope="session")
 def tower_encoder(tiny_llava):
-    from classifiers.image import VisionTowerEncoder
+    from classifiers.image_encoders import VisionTowerEncoder
 
     model, processor = tiny_llava
     return VisionTowerEncoder.from_mllm(model, processor)

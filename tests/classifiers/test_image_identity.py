@@ -9,7 +9,8 @@ from sklearn.exceptions import NotFittedError
 
 from classifiers import image as image_module
 from classifiers.augment import TRANSFORMS, transform
-from classifiers.image import CallableImageEncoder, ImageIdentityClassifier
+from classifiers.image import ImageIdentityClassifier
+from classifiers.image_encoders import CallableImageEncoder
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_learned_embedding_separates_transformed_photos_better_than_lda(
 def test_tower_features_are_its_layers_plus_a_pixel_thumbnail(tower_encoder, tmp_path) -> None:
     """The default encoder reads the patch embeddings, the penultimate and the last layer, and appends the image
     shrunk to a thumbnail; a saved spec keeps the thumbnail, and a spec written before it existed loads without."""
-    from classifiers.image import THUMBNAIL, VisionTowerEncoder
+    from classifiers.image_encoders import THUMBNAIL, VisionTowerEncoder
 
     images = [portrait(i, size=96) for i in (0, 1)]
     features = tower_encoder.encode(images)
