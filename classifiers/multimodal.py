@@ -205,7 +205,7 @@ class MultimodalClassifier:
             raise NotFittedError(
                 "this MultimodalClassifier is not calibrated; call calibrate(negative_requests)"
             )
-        requests = [to_request(r) for r in requests]
+        requests = _requests(requests)
         raw, terms = self._raw_and_terms(requests)
         modality = np.array([_modality(r) for r in requests])
         out, sources = np.zeros(len(requests)), [""] * len(requests)
@@ -237,7 +237,7 @@ class MultimodalClassifier:
             raise TypeError("flag takes a list of requests; wrap a single request in [ ]")
         flags: list[Flag] = []
         for lo in range(0, len(requests), self.batch_size):
-            chunk = [to_request(r) for r in requests[lo : lo + self.batch_size]]
+            chunk = _requests(requests[lo : lo + self.batch_size], offset=lo)
             scores, sources, terms = self._scores_and_terms(chunk)
             for score, source, names in zip(scores, sources, terms, strict=True):
                 flagged = bool(score >= 1.0 - self.fpr - 1e-12)
@@ -356,6 +356,17 @@ class MultimodalClassifier:
             return self.fpr / k
         threshold = combined.threshold(self.fpr)  # flagged when 1 - min p > threshold
         return float(np.clip(1.0 - threshold, 0.0, 1.0)) if np.isfinite(threshold) else 0.0
+
+
+def _requests(requests: Sequence[PromptLike], offset: int = 0) -> list[Request]:
+    """Requests, their images decoded; an error names the request's position."""
+    out = []
+    for i, request in enumerate(requests, start=offset):
+        try:
+            out.append(to_request(request))
+        except (ValueError, TypeError, OSError) as err:
+            raise type(err)(f"request {i}: {err}") from None
+    return out
 
 
 def _modality(request: Request) -> str:

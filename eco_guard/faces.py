@@ -33,6 +33,11 @@ def least_similar(bank: torch.Tensor | None, feat: torch.Tensor) -> torch.Tensor
     """The face of ``bank`` least like ``feat`` (``[1, tokens, hidden]``; mean features compared by cosine)."""
     if bank is None:
         raise ValueError(NO_SURROGATE_FACES)
+    return bank[least_similar_index(bank, feat)][None].to(device=feat.device, dtype=feat.dtype)
+
+
+def least_similar_index(bank: torch.Tensor, feat: torch.Tensor) -> int:
+    """Which face of ``bank`` :func:`least_similar` picks for ``feat``."""
     bank = bank.to(device=feat.device, dtype=feat.dtype)
     if bank.shape[1:] != feat.shape[1:]:
         raise ValueError(
@@ -40,7 +45,7 @@ def least_similar(bank: torch.Tensor | None, feat: torch.Tensor) -> torch.Tensor
             f"{tuple(feat.shape[1:])}: they were taken with another model or processor"
         )
     similarity = torch.nn.functional.cosine_similarity(bank.mean(1), feat.mean(1), dim=-1)
-    return bank[int(similarity.argmin())][None]
+    return int(similarity.argmin())
 
 
 def save_faces(path: str | Path, features: torch.Tensor) -> Path:

@@ -215,12 +215,16 @@ TWIN_ROUNDS = 8
 
 
 def twin_rows(
-    forget_rows: Sequence[Mapping[str, Any]], never_rows: Sequence[Mapping[str, Any]], name_of=None
+    forget_rows: Sequence[Mapping[str, Any]],
+    never_rows: Sequence[Mapping[str, Any]],
+    name_of=None,
+    photo_of=None,
 ) -> list[dict[str, Any]]:
     """The forget people's own rows (questions, options, right answers) about never-trained people: round k swaps
-    every forget person's identity for the k-th never-trained person's photo and name (``name_of(forget name)``
-    instead, when given: the surrogate name a guard reads, so that both sides of the comparison ask about the very
-    same unknown person and a name's length cannot move a ROUGE-L score). :mod:`benchmarks.mllmu.twins`."""
+    every forget person's identity for the k-th never-trained person's photo and name. ``name_of(forget name)`` and
+    ``photo_of(forget photo)``, when given, are the surrogate name and face a guard reads instead, so that both
+    sides of the comparison ask about the very same unknown person (a name's length moves ROUGE-L, a face moves
+    every image score). :mod:`benchmarks.mllmu.twins`."""
     forget = {row_id(r, "forget"): r for r in forget_rows}
     never = {row_id(r, "never-trained"): r for r in never_rows}
     pairs = round_pairs(list(forget), list(never), min(TWIN_ROUNDS, len(never)))
@@ -228,7 +232,10 @@ def twin_rows(
     for f, n in pairs:
         name = forget[f]["biography"]["Name"]
         identity = never[n]["biography"]["Name"] if name_of is None else name_of(name)
-        rows.append(twin_row(forget[f], name, never[n], identity))
+        row = twin_row(forget[f], name, never[n], identity)
+        if photo_of is not None and forget[f].get("image") is not None:
+            row["image"] = photo_of(forget[f]["image"])
+        rows.append(row)
     return rows
 
 
@@ -241,25 +248,44 @@ def never_trained_level(
     draws: Mapping[str, Any],
     sizes: Mapping[str, Any],
     max_items: int | None = None,
+    faces: Sequence[Any] = (),
 ) -> tuple[float, str]:
     """``metric`` unguarded on the forget people's own questions asked about the never-trained people ``target``
-    names (:func:`target_rows`, :func:`twin_rows`; under the guard's surrogate names when it substitutes names),
-    and a sentence saying what was measured. ``draws``: :func:`forget_questions`'s options."""
+    names (:func:`target_rows`, :func:`twin_rows`), and a sentence saying what was measured. Under the guard's
+    surrogate names when it substitutes names; with the surrogate face it reads (of ``faces``, the pictures behind
+    its ``image_surrogates``) when it substitutes image features. ``draws``: :func:`forget_questions`'s options."""
     from eco_guard.corruption import USES_TARGET
 
     rows, where = target_rows(data, forget, target)
-    surrogate = USES_TARGET[guard.config.corruption] and "spans" in guard.config.scope
-    twins = twin_rows(load_config(data, forget), rows, guard.surrogates.name if surrogate else None)
+    config = guard.config
+    surrogate = USES_TARGET[config.corruption] and "spans" in config.scope
+    paired_faces = bool(faces) and "image" in config.scope and USES_TARGET[config.image_corruption_name]
+    twins = twin_rows(
+        load_config(data, forget),
+        rows,
+        guard.surrogates.name if surrogate else None,
+        surrogate_face_of(guard, faces) if paired_faces else None,
+    )
     heldout = questions(forget_questions(data, forget, rows=twins, **draws), metric)[:max_items]
     if not heldout:
         raise ValueError(f"{where} has no {draws.get('modality', 'all')} questions for metric {metric}")
     value = ForgetMetric(guard, heldout, metric, flagged=False, **sizes)()
     named = "the surrogate names the guard reads" if surrogate else "their own names"
+    named += ", the surrogate faces it reads" if paired_faces else ", their own photos"
     people = min(len(rows), TWIN_ROUNDS)
     return value, (
         f"measured unguarded: the forget questions about {people} never-trained people of {where}, under {named}; "
         f"{len(heldout)} questions"
     )
+
+
+def surrogate_face_of(guard: Any, faces: Sequence[Any]):
+    """``photo -> the picture of faces`` whose features the guard moves that photo toward (the least similar one,
+    as :func:`eco_guard.faces.least_similar` picks it at serving time)."""
+    from eco_guard.faces import least_similar_index
+
+    bank = guard.image_features(list(faces))
+    return lambda photo: faces[least_similar_index(bank, guard.image_features([photo]))]
 
 
 def target_rows(data: str | Path, forget: str, target: str) -> tuple[list[dict[str, Any]], str]:

@@ -168,23 +168,17 @@ class HFRunner:
         chat_template: bool | None,
         sampling_params: dict,
     ) -> list[Any]:
-        from eco_guard.requests import to_request
+        from eco_guard.requests import Request
         from eco_guard.vllm_backend import GuardedOutput
 
         outputs: list[Any] = [None] * len(prompts)
         ok, requests = [], []
-        for i, prompt in enumerate(prompts):
-            try:
-                request = to_request(prompt)
-                if request.image is not None:
-                    if not self.guard.multimodal:
-                        raise ValueError("the prompt has an image but the model is a text-only model")
-                    request.load_image()
-            except (ValueError, TypeError, OSError) as err:
-                outputs[i] = GuardedOutput(None, error=str(err))
-                continue
-            ok.append(i)
-            requests.append(request)
+        for i, request in enumerate(self.guard.requests(prompts, collect=True)):
+            if isinstance(request, Request):
+                ok.append(i)
+                requests.append(request)
+            else:
+                outputs[i] = GuardedOutput(None, error=str(request))
         decisions = self.guard.decide(requests, [flags[i] for i in ok])
         if requests:
             texts = self.guard.generate(

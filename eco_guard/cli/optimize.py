@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
         check_target,
         optimize_guard,
     )
+    from eco_guard.requests import Request
+
+    def load_picture(path: str):
+        return Request(text=".", image=path).load_image()
 
     config = (
         GuardConfig.from_pretrained(args.guard) if Path(args.guard, CONFIG_NAME).is_file() else GuardConfig()
@@ -192,8 +196,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         target, source = float(args.target), "given"
     except ValueError:
+        pictures = [load_picture(p) for p in args.surrogate_faces or ()]
         target, source = sm.never_trained_level(
-            guard, args.data, args.forget, args.target, metric, draws, sizes, args.max_items
+            guard, args.data, args.forget, args.target, metric, draws, sizes, args.max_items, pictures
         )
     check_target(metric, target, sm.metric_bounds(metric))
     print(f"target {metric} = {target:.4f} ({source})")
