@@ -271,7 +271,10 @@ def never_trained_level(
         raise ValueError(f"{where} has no {draws.get('modality', 'all')} questions for metric {metric}")
     value = ForgetMetric(guard, heldout, metric, flagged=False, **sizes)()
     named = "the surrogate names the guard reads" if surrogate else "their own names"
-    named += ", the surrogate faces it reads" if paired_faces else ", their own photos"
+    if paired_faces:
+        named += ", the surrogate faces it reads"
+    elif "image" in config.scope:
+        named += ", their own photos"
     people = min(len(rows), TWIN_ROUNDS)
     return value, (
         f"measured unguarded: the forget questions about {people} never-trained people of {where}, under {named}; "
