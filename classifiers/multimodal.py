@@ -125,11 +125,15 @@ class MultimodalClassifier:
         for i, text in enumerate(texts):
             if not text.strip():
                 raise ValueError(f"request {i} has no text")
-        text_scores = self.text.score(texts)
         terms: list[tuple[str, ...]] = [()] * len(texts)
+        names = np.zeros(len(texts))
         if self.terms is not None:
             names, terms = self.terms.score_and_terms(texts)
-            text_scores = np.where(names > 0, 1.0 + names, text_scores)
+        # A found name sets the text score on its own: the text head reads only the texts that name no one.
+        text_scores = 1.0 + names
+        unnamed = np.flatnonzero(names <= 0)
+        if unnamed.size:
+            text_scores[unnamed] = self.text.score([texts[i] for i in unnamed])
         image_scores = np.full(len(requests), np.nan)
         rows = [i for i, r in enumerate(requests) if r.image is not None]
         if rows:

@@ -29,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 CLIENTS = 32
 REQUESTS = 64
 NEW_TOKENS = 32
-REPEATS = 3
+REPEATS = 5
 GOALS = {"0%": 0.95, "10%": 0.90}
 GUARD_P50_MS = 15.0
 ENGINE = ["--enforce-eager", "--max-model-len", "1024", "--dtype", "float32", "--seed", "0"]
@@ -155,10 +155,14 @@ async def round_(url: str, texts: list[str]) -> tuple[float, list[float]]:
 
 
 def guard_cost(guard_dir: Path, texts: list[str]) -> dict[str, float]:
-    """p50 of decide + embed per request, in-process, for unflagged and flagged chat requests."""
+    """p50 of decide + embed per request, in-process, for unflagged and flagged chat requests, on one torch thread
+    as ``eco-guard serve`` runs them (its ``--guard-threads`` default)."""
+    import torch
+
     from eco_guard.prompt_embeds import prepare_request
     from eco_guard.vllm_backend import guard_on_front_end
 
+    torch.set_num_threads(1)
     guard, _ = guard_on_front_end("smollm2", guard_dir)
     costs: dict[str, list[float]] = {"unflagged": [], "flagged": []}
     for text in texts * 2:
@@ -241,8 +245,9 @@ def main() -> None:
                     + ("met)" if ratio >= goal else "MISSED)")
                 )
                 label = "plain vLLM server" if mode == "plain" else f"guarded, {mode} flagged"
+                rounds = ", ".join(f"{w:.2f}" for w in walls[mode])
                 print(
-                    f"{label}: {wall:.2f} s, time to first token p50 "
+                    f"{label}: {wall:.2f} s (rounds {rounds}), time to first token p50 "
                     f"{1e3 * statistics.median(firsts[mode]):.0f} ms{verdict}"
                 )
             cost = guard_cost(guard, prompts(people, 0.1)[:40])

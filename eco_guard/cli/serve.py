@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine-port", type=int, default=None, help="the engine's loopback port (default: free)"
     )
     parser.add_argument("--engine-timeout", type=float, default=900.0, help="seconds to wait for the engine")
+    parser.add_argument(
+        "--guard-threads",
+        type=int,
+        default=1,
+        help="torch threads for the guard's own work (classifier, embeddings); one leaves the cores to the engine",
+    )
     parser.epilog = (
         "Any other option goes to `vllm serve` unchanged: --tensor-parallel-size, --data-parallel-size, "
         "--max-model-len, --dtype, --gpu-memory-utilization, --enforce-eager, ..."
@@ -37,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     import uvicorn
 
     from eco_guard.server.app import ServerSettings, create_app
@@ -44,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     from eco_guard.vllm_backend import guard_on_front_end
 
     options = check_engine_options(args.passthrough)
+    if args.guard_threads < 1:
+        raise ValueError(f"--guard-threads must be a positive integer, got {args.guard_threads}")
+    # Idle OpenMP threads spin between the classifier's operations and take CPU time the engine needs; one
+    # thread does a request's milliseconds of guard work without that.
+    torch.set_num_threads(args.guard_threads)
     key = None
     if args.api_key_file is not None:
         key = args.api_key_file.read_text().strip()
