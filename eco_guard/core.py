@@ -106,7 +106,7 @@ class GuardCore:
             verdicts = dict(
                 zip(open_rows, self.decide([requests[i] for i in open_rows]) if open_rows else [])
             )
-            decided = [verdicts[i] if f is None else _as_flag(f) for i, f in enumerate(flags)]
+            decided = [verdicts[i] if f is None else _as_flag(f, i) for i, f in enumerate(flags)]
             unnamed = [
                 i
                 for i, f in enumerate(flags)
@@ -343,8 +343,18 @@ def chunks(n: int, size: int | None) -> Iterator[tuple[int, int]]:
         yield lo, min(n, lo + size)
 
 
-def _as_flag(flag: bool | Flag) -> Flag:
-    return flag if isinstance(flag, Flag) else Flag(bool(flag), float(bool(flag)), "override")
+def _as_flag(flag: bool | Flag, position: int) -> Flag:
+    """A caller's override as a Flag: only a bool (Python's or numpy's) or a Flag; ``"false"`` is truthy, so any
+    other value is refused rather than read as flagged."""
+    import numpy as np
+
+    if isinstance(flag, Flag):
+        return flag
+    if not isinstance(flag, (bool, np.bool_)):
+        raise TypeError(
+            f"flag {position} must be True, False, None or a Flag, got {type(flag).__name__} {flag!r}"
+        )
+    return Flag(bool(flag), float(bool(flag)), "override")
 
 
 def _find_projector(model: Any) -> Any:

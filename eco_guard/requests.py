@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +39,8 @@ class Request:
 
         if isinstance(self.image, Image.Image):
             return self.image if self.image.mode == "RGB" else self.image.convert("RGB")
+        if not isinstance(self.image, (str, PathLike)):
+            raise TypeError(f"an image must be a file path or a PIL image, got {type(self.image).__name__}")
         path = Path(self.image)
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {path}")

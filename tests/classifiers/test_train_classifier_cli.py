@@ -69,6 +69,32 @@ def test_train_then_classify(tmp_path, capsys) -> None:
     ]
     results = classify(guard, requests, tmp_path)
     assert [r["flagged"] for r in results] == [True, True, False]
+    # a line that cannot be classified gets its own error; the others keep their answers
+    bad = ["[1, 2]", "{bad json", json.dumps({"text": "Who?", "image": 5})]
+    bad.append(json.dumps({"text": "What is this person's job?", "image": "missing.png"}))
+    (tmp_path / "mixed.jsonl").write_text("\n".join([*bad, json.dumps(requests[2])]) + "\n")
+    out = tmp_path / "mixed_out.jsonl"
+    assert (
+        main(
+            ["classify", "--guard", str(guard), "--prompts", str(tmp_path / "mixed.jsonl"), "--out", str(out)]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    errors = [r.get("error", "") for r in rows]
+    assert "line 1: not a JSON object" in errors[0] and "line 2: not valid JSON" in errors[1]
+    assert "line 3: an image must be a file path or a PIL image, got int" in errors[2]
+    assert "line 4: image file not found" in errors[3] and rows[3]["flagged"] is None
+    assert rows[4] == {**requests[2], "flagged": False, "score": results[2]["score"]}
+    (tmp_path / "empty.jsonl").write_text("\n")
+    capsys.readouterr()
+    assert (
+        main(
+            ["classify", "--guard", str(guard), "--prompts", str(tmp_path / "empty.jsonl"), "--out", str(out)]
+        )
+        == 2
+    )
+    assert "holds no prompts" in capsys.readouterr().err
 
 
 def test_the_portrait_encoder_reads_the_photos(tmp_path) -> None:

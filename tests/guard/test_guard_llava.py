@@ -145,6 +145,23 @@ def test_missing_and_unreadable_images(tiny_llava, tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot be read"):
         guard.generate([{"text": "who?", "image": str(bad)}])
+    with pytest.raises(TypeError, match="prompt 1: an image must be a file path or a PIL image, got int"):
+        guard.generate([{"text": "who?"}, {"text": "who?", "image": 5}])
+
+
+def test_images_of_any_mode_read_as_their_rgb_conversion(tiny_llava, image):
+    """RGBA, palette, greyscale, 16-bit and CMYK pictures are converted to RGB once, as the model's processor
+    expects: each answers as its own RGB conversion does."""
+    model, processor = tiny_llava
+    guard = EcoGuard(model, processor)
+
+    def logprob(picture) -> float:
+        return guard.score([{"text": "who?", "image": picture}], [[" A"]], chat_template=False)[0][0]
+
+    assert logprob(image) != logprob(image.rotate(90))  # the score reads the picture
+    for mode in ("RGBA", "P", "L", "LA", "I;16", "CMYK"):
+        odd = image.convert(mode)
+        assert logprob(odd) == logprob(odd.convert("RGB")), mode
 
 
 def test_substituted_names_beside_noisy_image_features(tiny_llava, image):

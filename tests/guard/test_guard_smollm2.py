@@ -94,6 +94,20 @@ def test_known_fact_is_lost_only_when_flagged(guard):
     assert guard.generate(question, flags=[False], max_new_tokens=16)[0] == clean
 
 
+def test_only_bools_override_the_classifier(guard):
+    """``"false"`` is truthy: a flag that is not a bool, None or a Flag is refused, never read as flagged."""
+    import numpy as np
+
+    for bad in ("false", 1, 0.0):
+        with pytest.raises(
+            TypeError, match=f"flag 1 must be True, False, None or a Flag, got {type(bad).__name__}"
+        ):
+            guard.generate(PROMPTS[:2], flags=[False, bad], max_new_tokens=2)
+    assert guard.generate(PROMPTS[:1], flags=[np.bool_(False)], max_new_tokens=4) == guard.generate(
+        PROMPTS[:1], max_new_tokens=4
+    )
+
+
 def test_hooks_are_removed_also_after_errors(guard):
     before = hook_count(guard.model)
     guard.generate(PROMPTS[:2], flags=[True, False], max_new_tokens=2)

@@ -111,7 +111,9 @@ def test_bad_images_get_their_own_errors(llava_llm, images):
         {"text": "What is in this picture?", "image": paths[0]},
         {"text": "What is in this picture?", "image": missing},
         "What is the capital of France?",
+        {"text": "What is in this picture?", "image": 5},
     ]
     outputs = llava_llm.serve(prompts, sampling_params={"max_new_tokens": 8})
-    assert [o.ok for o in outputs] == [False, True, False, True]
+    assert [o.ok for o in outputs] == [False, True, False, True, False]
     assert "cannot be read" in outputs[0].error and "not found" in outputs[2].error
+    assert "an image must be a file path or a PIL image, got int" in outputs[4].error
