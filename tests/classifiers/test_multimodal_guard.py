@@ -154,8 +154,14 @@ def test_classify_cli_streams_jsonl(fitted, people, tmp_path) -> None:
     assert [r["flagged"] for r in results[:3]] == [True, False, True]
     assert results[0]["id"] == 1 and isinstance(results[0]["score"], float)
     assert np.mean([r["flagged"] for r in results[3:]]) < 0.5
-    source.write_text('{"text": "fine"}\n{"txt": "typo"}\n')
-    assert main(["classify", "--guard", str(guard), "--prompts", str(source), "--out", str(out)]) == 2
+    source.write_text('{"text": "fine"}\n{"txt": "typo"}\n')  # the typo costs its own line only
+    assert main(["classify", "--guard", str(guard), "--prompts", str(source), "--out", str(out)]) == 0
+    fine, typo = (json.loads(x) for x in out.read_text().splitlines())
+    assert fine["flagged"] is False and "error" not in fine
+    assert (
+        typo["flagged"] is None
+        and "line 2: a prompt dict needs exactly one of 'text' or 'messages'" in typo["error"]
+    )
 
 
 def test_lookalike_names_are_calibrated_against(fitted, people) -> None:
