@@ -319,6 +319,12 @@ def load_classifier(directory: str | Path) -> PromptClassifier | None:
     folder = Path(directory) / CLASSIFIER_DIR
     meta_path = folder / CLASSIFIER_META
     if not meta_path.is_file():
+        if folder.is_dir() and any(folder.iterdir()):
+            # Serving such a folder unguarded would break the deployer's intent without a word.
+            raise GuardFileError(
+                f"{folder} holds classifier files but not {CLASSIFIER_META}: the guard folder is incomplete; "
+                "copy it again or retrain with `eco-guard train-classifier`"
+            )
         return None
     try:
         target = json.loads(meta_path.read_text())["class"]

@@ -154,6 +154,23 @@ def test_classify_cli_streams_jsonl(fitted, people, tmp_path) -> None:
     assert [r["flagged"] for r in results[:3]] == [True, False, True]
     assert results[0]["id"] == 1 and isinstance(results[0]["score"], float)
     assert np.mean([r["flagged"] for r in results[3:]]) < 0.5
+    # a guard folder that lost a file is refused, never served unguarded or half-loaded
+    import shutil
+
+    from eco_guard.config import GuardFileError
+    from eco_guard.core import load_classifier
+
+    broken = tmp_path / "broken"
+    shutil.copytree(guard, broken)
+    (broken / "classifier" / "classifier.json").unlink()
+    with pytest.raises(GuardFileError, match="holds classifier files but not classifier.json"):
+        load_classifier(broken)
+    assert main(["classify", "--guard", str(broken), "--prompts", str(source), "--out", str(out)]) == 2
+    shutil.rmtree(broken)
+    shutil.copytree(guard, broken)
+    (broken / "classifier" / "calibration.safetensors").unlink()
+    with pytest.raises((GuardFileError, FileNotFoundError), match="calibration.safetensors"):
+        load_classifier(broken)
     source.write_text('{"text": "fine"}\n{"txt": "typo"}\n')  # the typo costs its own line only
     assert main(["classify", "--guard", str(guard), "--prompts", str(source), "--out", str(out)]) == 0
     fine, typo = (json.loads(x) for x in out.read_text().splitlines())
