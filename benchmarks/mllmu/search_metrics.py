@@ -284,10 +284,14 @@ def never_trained_level(
 
 def surrogate_face_of(guard: Any, faces: Sequence[Any]):
     """``photo -> the picture of faces`` whose features the guard moves that photo toward (the least similar one,
-    as :func:`eco_guard.faces.least_similar` picks it at serving time)."""
+    as :func:`eco_guard.faces.least_similar` picks it at serving time). ``faces`` are the pictures behind the
+    guard's ``image_surrogates``, in order: their features are the bank it already holds."""
     from eco_guard.faces import least_similar_index
 
-    bank = guard.image_features(list(faces))
+    bank = guard.image_surrogates
+    if bank is None or len(bank) != len(faces):
+        held = 0 if bank is None else len(bank)
+        raise ValueError(f"{len(faces)} surrogate pictures for a guard that holds {held} surrogate faces")
     return lambda photo: faces[least_similar_index(bank, guard.image_features([photo]))]
 
 

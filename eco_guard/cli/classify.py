@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -25,62 +26,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_requests(path: Path, batch_size: int) -> Iterator[list[tuple[int, dict[str, Any], Any]]]:
-    """Batches of ``(line number, input object, prompt or the error that keeps the line out)``; a line that is not
-    a JSON object stands as ``{"line": n}`` with its error. Image paths are relative to the JSONL file's folder."""
-    batch: list[tuple[int, dict[str, Any], Any]] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                batch.append((number, {"line": number}, ValueError(f"not valid JSON: {err}")))
-            else:
-                if not isinstance(record, dict):
-                    error = ValueError("not a JSON object with 'text' or 'messages'")
-                    batch.append((number, {"line": number}, error))
-                else:
-                    prompt = {k: record[k] for k in ("text", "messages", "image") if k in record}
-                    if isinstance(prompt.get("image"), str):
-                        image = Path(prompt["image"])
-                        prompt["image"] = image if image.is_absolute() else path.parent / image
-                    batch.append((number, record, prompt))
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-    if batch:
+def batches(path: Path, size: int) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    """The file's rows (:func:`~eco_guard.cli.generate.iter_rows`) in batches of ``size``."""
+    from eco_guard.cli.generate import iter_rows
+
+    rows = iter_rows(path)
+    while batch := list(itertools.islice(rows, size)):
         yield batch
 
 
-def classify_batch(classifier: Any, batch: list[tuple[int, dict[str, Any], Any]]) -> list[dict[str, Any]]:
+def classify_batch(classifier: Any, batch: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Each input object plus ``flagged`` and ``score``, or ``error`` (flagged and score null) when that line
     cannot be classified; one bad line never costs the others their answer."""
-    from eco_guard.requests import to_request
+    from eco_guard.cli.generate import PROMPT_KEYS
+    from eco_guard.requests import Request, normalize
 
-    results: list[dict[str, Any]] = []
-    live: dict[int, Any] = {}
-    for i, (number, record, prompt) in enumerate(batch):
-        results.append(dict(record))
-        if not isinstance(prompt, Exception):
-            try:
-                live[i] = to_request(prompt)
-                continue
-            except (ValueError, TypeError, OSError) as err:
-                prompt = err
-        results[i].update(flagged=None, score=None, error=f"line {number}: {prompt}")
+    results = [dict(row) for _, row in batch]
+    live = [i for i, (_, row) in enumerate(batch) if "error" not in row]
+    prompts = [{k: batch[i][1][k] for k in PROMPT_KEYS if k in batch[i][1]} for i in live]
+    requests: dict[int, Request] = {}
+    for i, request in zip(live, normalize(prompts, collect=True) if prompts else [], strict=True):
+        if isinstance(request, Request):
+            requests[i] = request
+        else:
+            results[i]["error"] = f"line {batch[i][0]}: {request}"
     try:
-        flags = dict(zip(live, classifier.flag(list(live.values())), strict=True))
+        flags = dict(zip(requests, classifier.flag(list(requests.values())), strict=True))
     except (ValueError, TypeError, OSError):
         flags = {}
-        for i, request in live.items():  # one by one: only the lines that fail get an error
+        for i, request in requests.items():  # one by one: only the lines that fail get an error
             try:
                 flags[i] = classifier.flag([request])[0]
             except (ValueError, TypeError, OSError) as err:
-                results[i].update(flagged=None, score=None, error=f"line {batch[i][0]}: {err}")
-    for i, flag in flags.items():
-        results[i].update(flagged=bool(flag.flagged), score=float(flag.score))
+                results[i]["error"] = f"line {batch[i][0]}: {err}"
+    for i, result in enumerate(results):
+        flag = flags.get(i)
+        result.update(
+            flagged=None if flag is None else bool(flag.flagged),
+            score=None if flag is None else float(flag.score),
+        )
     return results
 
 
@@ -102,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     total = flagged = failed = 0
     with open(args.out, "w", encoding="utf-8") as out:
-        for batch in read_requests(args.prompts, args.batch_size):
+        for batch in batches(args.prompts, args.batch_size):
             for result in classify_batch(classifier, batch):
                 out.write(json.dumps(result) + "\n")
                 flagged += bool(result["flagged"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,27 +95,34 @@ def build_runner(args: argparse.Namespace) -> Any:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The input objects; a line that is not a JSON object becomes a row carrying its error."""
+    """The input objects (:func:`iter_rows`), all at once; an empty file is refused."""
     if not path.is_file():
         raise FileNotFoundError(f"prompts file not found: {path}")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            rows.append({"line": number, "error": f"line {number} is not valid JSON: {err}"})
-            continue
-        if not isinstance(row, dict):
-            rows.append({"line": number, "error": f"line {number} is not a JSON object"})
-            continue
-        if isinstance(row.get("image"), str) and not Path(row["image"]).is_absolute():
-            row = {**row, "image": str(path.parent / row["image"])}
-        rows.append(row)
+    rows = [row for _, row in iter_rows(path)]
     if not rows:
         raise ValueError(f"{path} holds no prompts")
     return rows
+
+
+def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, input object)`` per non-blank line, streamed; a line that is not a JSON object becomes
+    ``{"line": n, "error": ...}``, and an image path is made relative to the file's folder."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield number, {"line": number, "error": f"line {number}: not valid JSON: {err}"}
+                continue
+            if not isinstance(row, dict):
+                error = f"line {number}: not a JSON object with 'text' or 'messages'"
+                yield number, {"line": number, "error": error}
+                continue
+            if isinstance(row.get("image"), str) and not Path(row["image"]).is_absolute():
+                row = {**row, "image": str(path.parent / row["image"])}
+            yield number, row
 
 
 def serve_rows(
